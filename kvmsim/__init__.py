@@ -1,0 +1,12 @@
+"""kvmsim: a simulator of KVM x86's VM-Enter path (vcpu_enter_guest)."""
+
+from .config import Config
+from .costs import Costs
+from .errors import ConfigError
+from .result import Result
+from .simulation import Simulation, simulate
+from .workload import Periodic, Poisson, Trace, Workload
+
+__version__ = "0.1.0"
+__all__ = ["Config", "ConfigError", "Costs", "Periodic", "Poisson", "Result", "Simulation",
+           "Trace", "Workload", "simulate"]

@@ -1,0 +1,100 @@
+"""The KVM_REQ_* catalogue: names, bit numbers, and what each handler does in the model.
+
+Bit numbers are the absolute bits of `vcpu->requests` (include/linux/kvm_host.h: generic bits
+0-3; arch bits are KVM_ARCH_REQ(nr) = nr + KVM_REQUEST_ARCH_BASE (8), from
+arch/x86/include/asm/kvm_host.h). See docs/model.md for the citations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+ARCH_BASE = 8  # KVM_REQUEST_ARCH_BASE
+
+
+@dataclass(frozen=True)
+class Request:
+    name: str
+    bit: int
+    handler: str  # the kernel function vcpu_enter_guest() calls when the check fires
+    # Requests the handler always raises (kvm_make_request in the handler's call chain).
+    raises: tuple[str, ...] = ()
+    # True when the model runs a dedicated handler (NMI, PMU, PMI, SMI, EVENT);
+    # every other request is a named no-op with a cost, plus its `raises`.
+    special: bool = False
+    # True when the real handler can leave vcpu_enter_guest() (exit to userspace or skip the
+    # entry); the model treats it as a no-op, so background traffic does not use it.
+    leaves: bool = False
+    aliases: tuple[str, ...] = field(default=())
+
+
+def _arch(nr: int) -> int:
+    return ARCH_BASE + nr
+
+
+CATALOGUE: tuple[Request, ...] = (
+    Request("TLB_FLUSH", 0, "kvm_vcpu_flush_tlb_all"),
+    Request("VM_DEAD", 1, "vcpu_enter_guest (r = -EIO)", leaves=True),
+    Request("DIRTY_RING_SOFT_FULL", 3, "kvm_dirty_ring_check_request", leaves=True),
+    Request("MIGRATE_TIMER", _arch(0), "__kvm_migrate_timers"),
+    Request("REPORT_TPR_ACCESS", _arch(1), "vcpu_enter_guest (KVM_EXIT_TPR_ACCESS)", leaves=True),
+    Request("TRIPLE_FAULT", _arch(2), "kvm_x86_ops.nested_ops->triple_fault", leaves=True),
+    Request("MMU_SYNC", _arch(3), "kvm_mmu_sync_roots"),
+    Request("CLOCK_UPDATE", _arch(4), "kvm_guest_time_update", leaves=True),
+    Request("LOAD_MMU_PGD", _arch(5), "kvm_mmu_load_pgd"),
+    Request("EVENT", _arch(6), "kvm_check_and_inject_events", special=True),
+    Request("APF_HALT", _arch(7), "vcpu_enter_guest (apf.halted = true)", leaves=True),
+    Request("STEAL_UPDATE", _arch(8), "record_steal_time"),
+    Request("NMI", _arch(9), "process_nmi", special=True),
+    Request("PMU", _arch(10), "kvm_pmu_handle_event", special=True),
+    Request("PMI", _arch(11), "kvm_pmu_deliver_pmi", special=True),
+    Request("SMI", _arch(12), "process_smi", special=True),
+    Request("MASTERCLOCK_UPDATE", _arch(13), "kvm_update_masterclock",
+            raises=("CLOCK_UPDATE",)),
+    Request("SCAN_IOAPIC", _arch(15), "vcpu_scan_ioapic", raises=("LOAD_EOI_EXITMAP",)),
+    Request("GLOBAL_CLOCK_UPDATE", _arch(16), "kvm_gen_kvmclock_update",
+            raises=("CLOCK_UPDATE",)),
+    Request("APIC_PAGE_RELOAD", _arch(17), "kvm_vcpu_reload_apic_access_page"),
+    Request("HV_CRASH", _arch(18), "vcpu_enter_guest (KVM_EXIT_SYSTEM_EVENT)", leaves=True),
+    Request("IOAPIC_EOI_EXIT", _arch(19), "vcpu_enter_guest (KVM_EXIT_IOAPIC_EOI)", leaves=True),
+    Request("HV_RESET", _arch(20), "vcpu_enter_guest (KVM_EXIT_SYSTEM_EVENT)", leaves=True),
+    Request("HV_EXIT", _arch(21), "vcpu_enter_guest (KVM_EXIT_HYPERV)", leaves=True),
+    Request("HV_STIMER", _arch(22), "kvm_hv_process_stimers"),
+    Request("LOAD_EOI_EXITMAP", _arch(23), "vcpu_load_eoi_exitmap"),
+    Request("GET_NESTED_STATE_PAGES", _arch(24), "kvm_x86_ops.nested_ops->get_nested_state_pages", leaves=True),
+    Request("APICV_UPDATE", _arch(25), "kvm_vcpu_update_apicv"),
+    Request("TLB_FLUSH_CURRENT", _arch(26), "kvm_vcpu_flush_tlb_current"),
+    Request("TLB_FLUSH_GUEST", _arch(27), "kvm_vcpu_flush_tlb_guest"),
+    Request("APF_READY", _arch(28), "kvm_check_async_pf_completion", raises=("EVENT",)),
+    Request("MSR_FILTER_CHANGED", _arch(29), "kvm_x86_ops.msr_filter_changed",
+            aliases=("RECALC_INTERCEPTS",)),
+    Request("UPDATE_CPU_DIRTY_LOGGING", _arch(30), "kvm_x86_ops.update_cpu_dirty_logging"),
+    Request("MMU_FREE_OBSOLETE_ROOTS", _arch(31), "kvm_mmu_free_obsolete_roots"),
+    Request("HV_TLB_FLUSH", _arch(32), "kvm_hv_vcpu_flush_tlb"),
+    Request("UPDATE_PROTECTED_GUEST_STATE", _arch(34), "kvm_vcpu_reset", leaves=True),
+)
+
+# Bits that exist but that vcpu_enter_guest() never consumes: UNBLOCK is cleared by
+# vcpu_run(), MCLOCK_INPROGRESS is a gate cleared by kvm_update_masterclock() on another CPU.
+NOT_CHECKED = {"UNBLOCK": 2, "MCLOCK_INPROGRESS": _arch(14)}
+
+BY_NAME: dict[str, Request] = {}
+for _r in CATALOGUE:
+    BY_NAME[_r.name] = _r
+    for _a in _r.aliases:
+        BY_NAME[_a] = _r
+BY_BIT: dict[int, Request] = {r.bit: r for r in CATALOGUE}
+
+# Requests the anchor benchmark and other "background traffic" sources may post: their
+# handlers neither leave vcpu_enter_guest() nor raise another request in the model.
+NOOP_NAMES: tuple[str, ...] = tuple(
+    r.name for r in CATALOGUE
+    if not (r.special or r.raises or r.leaves))
+
+
+def bit_of(name: str) -> int:
+    return BY_NAME[name].bit
+
+
+def canonical(name: str) -> str:
+    return BY_NAME[name].name

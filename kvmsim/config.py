@@ -1,0 +1,96 @@
+"""Config: which kernel order, which workload, which machine, which engine."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from . import catalogue, orders
+from .costs import Costs
+from .validated import Validated
+from .workload import Workload, preset
+
+ORDER_HELP = (f"a preset ({', '.join(orders.PRESETS)}) or a list of request names "
+              "from `kvmsim orders`, ending with EVENT")
+
+
+def resolve_order(order: str | list[str]) -> tuple[str, ...]:
+    """Canonical request names of an order, checked for unknown names and duplicates."""
+    if isinstance(order, str):
+        if order not in orders.PRESETS:
+            raise ValueError(f"unknown order {order!r}; allowed: {ORDER_HELP}")
+        return orders.PRESETS[order]
+    problems = []
+    unknown = [n for n in order if n not in catalogue.BY_NAME]
+    if unknown:
+        problems.append(f"unknown request {', '.join(map(repr, unknown))}")
+    names = [n for n in order if n in catalogue.BY_NAME]
+    bits = [catalogue.bit_of(n) for n in names]
+    dups = sorted({n for n in names if bits.count(catalogue.bit_of(n)) > 1})
+    if dups:
+        problems.append(f"duplicate request {', '.join(dups)} (one bit, one check)")
+    if not names or names[-1] != "EVENT":
+        problems.append("EVENT must be last: vcpu_enter_guest() checks it after the "
+                        "request block")
+    if problems:
+        raise ValueError("; ".join(problems) + f"; allowed: {ORDER_HELP}")
+    return tuple(names)
+
+
+def handler_raises(lvtpc: str) -> dict[str, set[str]]:
+    """What each handler may raise in the model (docs/model.md, 'may raise')."""
+    out = {r.name: set(r.raises) for r in catalogue.CATALOGUE}
+    out["PMU"] = {"PMI"}
+    out["PMI"] = {"nmi": {"NMI"}, "fixed": {"EVENT"}, "smi": {"SMI"}, "masked": set()}[lvtpc]
+    out["NMI"] = {"EVENT"}
+    out["SMI"] = {"EVENT"}
+    return out
+
+
+class Config(Validated):
+    order: str | list[str] = Field("linux-6.7", description=ORDER_HELP)
+    workload: str | Workload = Field("spec2017-vtune", validate_default=True,
+                                     description="a preset name or a Workload")
+    seed: int = Field(0, ge=0)
+    engine: Literal["cython", "python"] = "cython"
+    vendor: Literal["intel", "amd"] = Field(
+        "intel", description="host (VMX or SVM without vNMI) and guest CPUID vendor")
+    costs: Costs = Field(default_factory=Costs)
+
+    @field_validator("order")
+    @classmethod
+    def _order(cls, v):
+        resolve_order(v)
+        return v
+
+    @field_validator("workload")
+    @classmethod
+    def _workload(cls, v):
+        return preset(v) if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _order_covers_workload(self) -> Config:
+        checked = {catalogue.bit_of(n) for n in self.check_order}
+        raises = handler_raises(self.workload.lvtpc)
+        # Closure of what the workload posts through the handlers; cancel_injection and the
+        # window exits raise EVENT, which every order has.
+        todo, seen = list(self.workload.raised_requests()), set()
+        while todo:
+            n = todo.pop()
+            if n not in seen:
+                seen.add(n)
+                todo.extend(raises.get(n, ()))
+        missing = sorted(n for n in seen if catalogue.bit_of(n) not in checked)
+        if missing:
+            raise ValueError(f"order never checks {', '.join(missing)}, which this workload "
+                             "raises: every VM-Enter would be cancelled; add them to the order")
+        return self
+
+    @property
+    def check_order(self) -> tuple[str, ...]:
+        return resolve_order(self.order)
+
+    @property
+    def order_name(self) -> str:
+        return self.order if isinstance(self.order, str) else "custom"

@@ -1,0 +1,147 @@
+"""What happens to the vCPUs: arrival sources, guest behaviour, and named workload presets."""
+
+from __future__ import annotations
+
+from typing import Literal, Union
+
+from pydantic import Field, field_validator, model_validator
+
+from . import catalogue
+from .validated import Validated
+
+# Guest-side sources happen only while the guest runs (a counter overflows, an instruction
+# exits); host-side sources come from another CPU and reach the vCPU in any mode.
+GUEST_KINDS = ("exit", "pmi", "emulated-pmi")
+HOST_KINDS = ("nmi", "irq")
+KIND_HELP = ("'pmi', 'emulated-pmi', 'nmi', 'irq', 'exit', 'request:NAME' (NAME from "
+             "`kvmsim orders`) or 'request:noop' (a no-op request chosen uniformly per arrival)")
+
+
+def _check_kind(kind: str) -> str:
+    if kind in GUEST_KINDS or kind in HOST_KINDS or kind == "request:noop":
+        return kind
+    if kind.startswith("request:"):
+        name = kind.removeprefix("request:")
+        if name in catalogue.NOT_CHECKED:
+            raise ValueError(f"request {name!r} is never consumed by vcpu_enter_guest(), so "
+                             "every VM-Enter would be cancelled; post a checked request")
+        if name in catalogue.BY_NAME:
+            return "request:" + catalogue.canonical(name)
+        raise ValueError(f"unknown request {name!r} in kind {kind!r}; allowed: {KIND_HELP}")
+    raise ValueError(f"unknown source kind {kind!r}; allowed: {KIND_HELP}")
+
+
+class _Source(Validated):
+    kind: str
+    vcpu: int | None = Field(None, ge=0, description="target vCPU; None: every vCPU, each "
+                                                       "with its own independent stream")
+    _check = field_validator("kind")(_check_kind)
+
+    def __init__(self, kind: str | None = None, /, **data):
+        if kind is not None:
+            data["kind"] = kind
+        super().__init__(**data)
+
+
+class Trace(_Source):
+    """Arrivals at scripted times (seconds)."""
+    type: Literal["trace"] = "trace"
+    times: list[float]
+
+    @field_validator("times")
+    @classmethod
+    def _ordered(cls, v: list[float]) -> list[float]:
+        problems = [f"times[{i}] = {t!r} is negative" for i, t in enumerate(v) if t < 0]
+        problems += [f"times[{i}] = {v[i]!r} comes before times[{i - 1}] = {v[i - 1]!r}"
+                     for i in range(1, len(v)) if v[i] < v[i - 1]]
+        if problems:
+            raise ValueError("; ".join(problems) + "; times must be >= 0 and non-decreasing")
+        return v
+
+
+class Poisson(_Source):
+    """Arrivals with exponential gaps of mean 1/rate (rate per second, per vCPU)."""
+    type: Literal["poisson"] = "poisson"
+    rate: float = Field(gt=0)
+
+
+class Periodic(_Source):
+    """Arrivals at start + k * period, k = 1, 2, ... (seconds)."""
+    type: Literal["periodic"] = "periodic"
+    period: float = Field(gt=0)
+    start: float = Field(0.0, ge=0)
+
+
+Source = Union[Trace, Poisson, Periodic]
+
+
+class Workload(Validated):
+    """The guest and the traffic aimed at it. Rates are per vCPU."""
+
+    vcpus: int = Field(1, ge=1, le=4096)
+    guest_exit_rate: float = Field(0.0, ge=0, description="guest-initiated exits per second; "
+                                                          "guest runs are exponential")
+    sources: list[Source] = Field(default_factory=list)
+    lvtpc: Literal["nmi", "fixed", "smi", "masked"] = Field(
+        "nmi", description="LVTPC delivery mode the guest programs (VTune, perf: nmi)")
+    nmi_handler: float = Field(5e-6, ge=0, description="guest NMI handler time until IRET, s")
+    irq_handler: float = Field(2e-6, ge=0, description="guest IRQ handler time, s")
+
+    @model_validator(mode="after")
+    def _vcpu_in_range(self) -> Workload:
+        bad = [f"sources.{i}.vcpu: vCPU {s.vcpu} does not exist; allowed: 0..{self.vcpus - 1}"
+               for i, s in enumerate(self.sources) if s.vcpu is not None and s.vcpu >= self.vcpus]
+        if bad:
+            raise ValueError("; ".join(bad))
+        return self
+
+    def raised_requests(self) -> set[str]:
+        """Requests the workload's sources post directly (handlers add more: see plan)."""
+        out = set()
+        for s in self.sources:
+            k = s.kind
+            if k == "pmi":
+                out |= {"PMI", "PMU"}
+            elif k == "emulated-pmi":
+                out.add("PMU")
+            elif k == "nmi":
+                out.add("NMI")
+            elif k == "irq":
+                out.add("EVENT")
+            elif k == "request:noop":
+                out |= set(catalogue.NOOP_NAMES)
+            elif k.startswith("request:"):
+                out.add(k.removeprefix("request:"))
+        return out
+
+
+def _spec2017_vtune() -> Workload:
+    # docs/calibration.md explains every number here.
+    return Workload(
+        vcpus=8,
+        guest_exit_rate=10_000.0,
+        sources=[
+            Poisson("pmi", rate=187.0),          # VTune sampling, PMIs delivered as NMIs
+            Periodic("irq", period=0.004),       # guest tick, HZ=250
+            Poisson("request:noop", rate=60.0),  # other CPUs' requests (TLB flush, ...)
+            Poisson("irq", rate=60.0),           # IPIs from the other vCPUs
+        ],
+    )
+
+
+def _anchor() -> Workload:
+    # The benchmark scenario of figures.md ("a small model of the loop").
+    return Workload(
+        vcpus=1,
+        guest_exit_rate=100_000.0,
+        sources=[Poisson("pmi", rate=2_000.0), Poisson("request:noop", rate=50_000.0)],
+    )
+
+
+PRESETS = {"spec2017-vtune": _spec2017_vtune, "anchor": _anchor}
+
+
+def preset(name: str) -> Workload:
+    if name not in PRESETS:
+        raise ValueError(f"unknown workload {name!r}; allowed: {', '.join(PRESETS)}")
+    return PRESETS[name]()
