@@ -20,7 +20,7 @@ EPILOG_STAT = """examples:
 """
 EPILOG_COMPARE = """examples:
   kvmsim compare --workload spec2017-vtune
-  kvmsim compare --orders linux-6.6,linux-6.18 --workload anchor --duration 5 -I 1000
+  kvmsim compare --orders linux-6.6,linux-6.19 --workload anchor --duration 5 -I 1000
 """
 DEFAULT_EVENTS = "probe:vmx_cancel_injection"
 

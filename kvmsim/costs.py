@@ -15,8 +15,8 @@ DEFAULT_HANDLERS = {"NMI": 30, "PMU": 500, "PMI": 150, "SMI": 30}
 class Costs(Validated):
     """Simulated host time per phase of the run loop, integer ns (2.0 GHz: 1 ns = 2 cycles)."""
 
-    vmexit: int = Field(340, ge=0, description="hardware VM-exit plus exit-handler dispatch")
-    vmenter: int = Field(340, ge=0, description="hardware VM-Enter")
+    vmexit: int = Field(340, ge=0, description="VM-exit: half the hardware round trip")
+    vmenter: int = Field(340, ge=0, description="VM-Enter: the other half")
     check: int = Field(1, ge=0, description="one kvm_check_request() test_bit")
     handler: int = Field(100, ge=0, description="a no-op request's handler")
     handlers: dict[str, int] = Field(default_factory=dict,

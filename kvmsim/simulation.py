@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 
@@ -29,8 +30,17 @@ def _check_times(**values) -> None:
         raise ConfigError(problems)
 
 
+# The engine runs in slices of simulated time sized to take about this long, so Ctrl-C is
+# seen within a slice and the GIL is taken only between slices.
+SLICE_SECONDS = (0.02, 0.1)
+
+
 class Simulation:
-    """A VM under one Config; `run(until=t)` advances simulated time to t seconds."""
+    """A VM under one Config; `run(until=t)` advances simulated time to t seconds.
+
+    Ctrl-C during run() raises KeyboardInterrupt with `now` at the last slice completed
+    and the counts up to it intact.
+    """
 
     def __init__(self, config: Config, interval: float = 1.0):
         _check_times(interval=interval)
@@ -40,23 +50,45 @@ class Simulation:
         self._plan = P.build(config)
         self._engine = _engine_class(config.engine)(self._plan, self._interval_ns)
         self._counts = np.zeros((self._plan.vcpus, 0, N_COLUMNS), dtype=np.int64)
-        self.now = 0.0
+        self._now_ns = 0
+        self._slice_ns = 1_000_000
+
+    @property
+    def now(self) -> float:
+        """Simulated seconds reached."""
+        return self._now_ns / P.NS
 
     def run(self, until: float) -> None:
         _check_times(until=until)
         if until <= self.now:
             raise ConfigError([("until", f"{until!r} is not after now = {self.now!r}")])
         until_ns = P.ns(until)
-        need = -(-until_ns // self._interval_ns)
-        if need > self._counts.shape[1]:
-            grown = np.zeros((self._plan.vcpus, need, N_COLUMNS), dtype=np.int64)
-            grown[:, :self._counts.shape[1]] = self._counts
+        while self._now_ns < until_ns:
+            end = min(until_ns, self._now_ns + self._slice_ns)
+            self._reserve(self._intervals(end))
+            start = time.perf_counter()
+            self._engine.run(end, self._counts)
+            took = time.perf_counter() - start
+            self._now_ns = end
+            if took < SLICE_SECONDS[0]:
+                self._slice_ns *= 2
+            elif took > SLICE_SECONDS[1] and self._slice_ns > 1:
+                self._slice_ns //= 2
+
+    def _intervals(self, t_ns: int) -> int:
+        return -(-t_ns // self._interval_ns)
+
+    def _reserve(self, n: int) -> None:
+        """Room for n intervals, grown by doubling so long runs copy little."""
+        have = self._counts.shape[1]
+        if n > have:
+            grown = np.zeros((self._plan.vcpus, max(n, 2 * have), N_COLUMNS), dtype=np.int64)
+            grown[:, :have] = self._counts
             self._counts = grown
-        self._engine.run(until_ns, self._counts)
-        self.now = until
 
     def result(self) -> Result:
-        return Result(self.config, self.interval, self.now, self._counts.copy(),
+        counts = self._counts[:, :self._intervals(self._now_ns)].copy()
+        return Result(self.config, self.interval, self.now, counts,
                       self._engine.outstanding_nmis())
 
 
