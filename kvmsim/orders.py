@@ -26,8 +26,7 @@ PRESETS: dict[str, tuple[str, ...]] = {
     "linux-6.7": _HEAD + ("PMU", "PMI", "SMI", "NMI") + _TAIL
     + ("MSR_FILTER_CHANGED", "UPDATE_CPU_DIRTY_LOGGING", "EVENT"),
     # v6.19-era tree (CachyOS 4703912f5e30): RECALC_INTERCEPTS replaces MSR_FILTER_CHANGED
-    # (same bit),
-    # UPDATE_PROTECTED_GUEST_STATE (SEV-ES AP creation) is checked last in the block.
+    # (same bit); UPDATE_PROTECTED_GUEST_STATE (SEV-ES AP creation) is checked last.
     "linux-6.19": _HEAD + ("PMU", "PMI", "SMI", "NMI") + _TAIL
     + ("RECALC_INTERCEPTS", "UPDATE_CPU_DIRTY_LOGGING", "UPDATE_PROTECTED_GUEST_STATE", "EVENT"),
 }

@@ -1,0 +1,90 @@
+"""How cost grows: with simulated time, with vCPUs, in memory, and across threads.
+
+Each test records its measurement in extra_info (see README, "Speed"); what it asserts is
+correctness (the same counts however the work is split), never a timing.
+"""
+
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+import kvmsim
+from kvmsim.workload import _spec2017_vtune
+
+
+def best_of(n, fn):
+    best = float("inf")
+    for _ in range(n):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+def test_doubling_simulated_time_doubles_run_time(benchmark):
+    cfg = kvmsim.Config(order="linux-6.6", workload="anchor")
+    one, r1 = best_of(3, lambda: kvmsim.simulate(cfg, duration=20.0))
+    two = benchmark.pedantic(kvmsim.simulate, args=(cfg, 40.0), rounds=3, iterations=1)
+    assert two.totals["vmenter_attempts"] > 1.9 * r1.totals["vmenter_attempts"]
+    if benchmark.stats:
+        benchmark.extra_info["time_ratio_40s_over_20s"] = benchmark.stats.stats.min / one
+
+
+def test_per_vcpu_cost_64_vs_1(benchmark):
+    def per_attempt(vcpus, duration):
+        cfg = kvmsim.Config(workload=_spec2017_vtune(vcpus=vcpus, scale=10.0))
+        t, r = best_of(3, lambda: kvmsim.simulate(cfg, duration=duration))
+        return t / r.totals["vmenter_attempts"], r
+    one, _ = per_attempt(1, 64.0)
+    many = benchmark.pedantic(per_attempt, args=(64, 1.0), rounds=1, iterations=1)[0]
+    benchmark.extra_info["ns_per_attempt_1_vcpu"] = one * 1e9
+    benchmark.extra_info["ns_per_attempt_64_vcpus"] = many * 1e9
+    benchmark.extra_info["ratio_64_over_1"] = many / one
+
+
+MEMORY_CHILD = """
+import resource, sys, kvmsim
+target = int(sys.argv[1])
+sim = kvmsim.Simulation(kvmsim.Config(workload="anchor"), interval=600.0)
+step = 600.0
+while True:
+    sim.run(until=sim.now + step)
+    if sim.result().totals["vmenter_attempts"] >= target:
+        break
+print(sim.result().totals["vmenter_attempts"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def test_memory_does_not_grow_with_duration(benchmark):
+    def rss(attempts):
+        out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(attempts)], check=True,
+                             capture_output=True, text=True).stdout.split()
+        return int(out[0]), int(out[1]) / 1024      # attempts, MB
+    small = rss(10_000_000)
+    big = benchmark.pedantic(rss, args=(1_000_000_000,), rounds=1, iterations=1)
+    benchmark.extra_info["rss_mb_1e7_attempts"] = small[1]
+    benchmark.extra_info["rss_mb_1e9_attempts"] = big[1]
+    assert big[0] >= 1_000_000_000
+
+
+def test_two_threads_run_in_the_time_of_one(benchmark):
+    cfg = kvmsim.Config(order="linux-6.6", workload="spec2017-vtune")
+    alone, expected = best_of(3, lambda: kvmsim.simulate(cfg, duration=100.0))
+
+    def pair():
+        out = [None, None]
+        threads = [threading.Thread(target=lambda i=i: out.__setitem__(
+            i, kvmsim.simulate(cfg, duration=100.0))) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return out
+    both = benchmark.pedantic(pair, rounds=3, iterations=1)
+    for r in both:
+        np.testing.assert_array_equal(r.counts, expected.counts)
+    if benchmark.stats:
+        benchmark.extra_info["two_threads_over_one"] = benchmark.stats.stats.min / alone
