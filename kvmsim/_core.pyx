@@ -378,6 +378,7 @@ cdef inline void episode(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c,
             c[C_IMMEDIATE_EXITS] += 1
             v.immediate_exit = 0
         apply_guest(v, p, t, c)
+        apply_host(v, p, t, c)
         t += p.cost_vmexit
         c[C_NS_VMEXIT] += p.cost_vmexit
         v.mode = OUTSIDE_GUEST_MODE

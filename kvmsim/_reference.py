@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import plan as P
+from .catalogue import BY_BIT
 from .counters import EV, PH, REQ_BASE
 
 NEVER = int(P.NEVER)
@@ -72,6 +73,9 @@ class _VCpu:
         self.entry_t = 0
         self.guest_since = 0
         self.guest_exit_at = NEVER
+        self.index = index
+        self.trace = None                 # trace(t_ns, vcpu, event, fields): kvmsim trace
+        self.t_now = 0                    # time of the handler running (for trace)
 
     # --- bookkeeping -------------------------------------------------------------------
     def _add_guest_time(self, c, t1):
@@ -94,6 +98,8 @@ class _VCpu:
         the kick that follows (kvm_vcpu_kick) only matters in guest mode."""
         for s in self.host:
             while s.next_t <= t:
+                if self.trace:
+                    self.trace(s.next_t, self.index, "kvm_make_request", self._arrival(s))
                 if s.kind == P.SRC_NMI:            # kvm_inject_nmi
                     self.nmi_queued += 1
                     c[EV["nmis_queued"]] += 1
@@ -106,6 +112,16 @@ class _VCpu:
                     noop = self.p.noop_bits
                     self.requests |= 1 << int(noop[int(s.gen.random() * len(noop))])
                 s.advance()
+
+    @staticmethod
+    def _arrival(s):
+        if s.kind == P.SRC_NMI:
+            return "req NMI (kvm_inject_nmi)"
+        if s.kind == P.SRC_IRQ:
+            return "req EVENT (IRR)"
+        if s.kind == P.SRC_REQUEST:
+            return f"req {BY_BIT[s.bit].name}"
+        return "req noop"
 
     def _accept_irq(self, c):
         """kvm_lapic_set_irr + KVM_REQ_EVENT (vmx_deliver_interrupt without APICv)."""
@@ -224,6 +240,9 @@ class _VCpu:
         self.nmi_pending += self.nmi_queued
         self.nmi_queued = 0
         if self.nmi_pending > limit:
+            if self.trace:
+                self.trace(self.t_now, self.index, "process_nmi",
+                           f"dropped {self.nmi_pending - limit} limit {limit}")
             c[EV["nmis_dropped"]] += self.nmi_pending - limit
             self.nmi_pending = limit
         if self.nmi_pending:
@@ -267,6 +286,8 @@ class _VCpu:
                 self.req_immediate_exit = True
                 return
             if not self.nmi_blocked:               # nmi_allowed
+                if self.trace:
+                    self.trace(self.t_now, self.index, "kvm_inj_nmi", "")
                 self.nmi_pending -= 1
                 self.nmi_injected = True
                 self.entry_event = ENTRY_NMI
@@ -278,6 +299,8 @@ class _VCpu:
                 self.req_immediate_exit = True
                 return
             if not (self.nmi_blocked or self.irq_blocked):   # interrupt_allowed
+                if self.trace:
+                    self.trace(self.t_now, self.index, "kvm_inj_virq", "irq")
                 self.irq_pending = False
                 self.irq_injected = True
                 self.entry_event = ENTRY_IRQ
@@ -319,6 +342,9 @@ class _VCpu:
                 t = t_r
                 break
             bit = self.order[r]
+            if self.trace:
+                self.trace(t_r, self.index, "kvm_check_request",
+                           f"req {BY_BIT[bit].name} bit {bit} pos {r}")
             self.requests &= ~(1 << bit)           # kvm_check_request: clear, then handle
             c[REQ_BASE + bit] += 1
             cost = p.cost_event if bit == EVENT_BIT else int(p.handler_ns[bit])
@@ -326,6 +352,7 @@ class _VCpu:
                 event_ns += cost
             t = t_r + p.cost_check + cost
             pos = r + 1
+            self.t_now = t_r
             self._handle(bit, c)
         c[PH["requests"]] += t - t0 - event_ns
         c[PH["event"]] += event_ns
@@ -334,6 +361,9 @@ class _VCpu:
         c[PH["state_load"]] += p.cost_state_load
         self._apply_host(t, c)
         c[EV["vmenter_attempts"]] += 1
+        if self.trace:
+            self.trace(t, self.index, "kvm_entry" if not self.requests else
+                       "vmx_cancel_injection", f"requests {self.requests:#x}")
         if self.requests:
             # cancel_injection: the event written for this entry goes back to "injected"
             # (vmx_cancel_injection -> __vmx_complete_interrupts raises KVM_REQ_EVENT).
@@ -365,14 +395,40 @@ class _VCpu:
         self.entry_t = self.guest_since = t
         return t, True
 
+    def _exit_reason(self, t):
+        """Why the guest exits at t (VMX exit reason names; for kvmsim trace)."""
+        p = self.p
+        if self.immediate_exit:
+            return "PREEMPTION_TIMER"
+        if self._next_host() <= t:
+            return "EXTERNAL_INTERRUPT"
+        for s in self.guest:
+            if s.next_t <= t:
+                return {P.SRC_PMI: "EXCEPTION_NMI", P.SRC_EMUL_PMI: "EPT_MISCONFIG"}.get(
+                    s.kind, "guest")
+        if self.guest_exit_at <= t:
+            return "guest"
+        if self.nmi_blocked and self.nmi_end <= t:
+            return "NMI_WINDOW" if self.nmi_window else (
+                "MSR_WRITE" if p.intel else "IRET")
+        if self.irq_window:
+            return "INTERRUPT_WINDOW"
+        return "NMI_WINDOW" if self.nmi_window else "MSR_WRITE"
+
     def _episode(self, t, c, exited):
         """A VM-exit at t (or KVM_RUN at t = 0), then passes until a VM-Enter completes."""
         if exited:
+            if self.trace:
+                reason = self._exit_reason(t)
             c[EV["vmexits"]] += 1
             if self.immediate_exit:
                 c[EV["immediate_exits"]] += 1
                 self.immediate_exit = False
             self._apply_guest(t, c)
+            self._apply_host(t, c)
+            if self.trace:
+                self.trace(t, self.index, "kvm_exit", f"reason {reason} requests "
+                           f"{self.requests:#x}")
             t += self.p.cost_vmexit
             c[PH["vmexit"]] += self.p.cost_vmexit
         entered = False
@@ -411,3 +467,8 @@ class Engine:
 
     def outstanding_nmis(self) -> np.ndarray:
         return np.array([v.outstanding_nmis() for v in self.vcpus], dtype=np.int64)
+
+    def set_trace(self, trace) -> None:
+        """Call trace(t_ns, vcpu, event, fields) for each simulated event (kvmsim trace)."""
+        for v in self.vcpus:
+            v.trace = trace

@@ -50,8 +50,8 @@ def handler_raises(lvtpc: str) -> dict[str, set[str]]:
 
 class Config(Validated):
     order: str | list[str] = Field("linux-6.7", description=ORDER_HELP)
-    workload: str | Workload = Field("spec2017-vtune", validate_default=True,
-                                     description="a preset name or a Workload")
+    workload: Workload = Field("spec2017-vtune", validate_default=True,
+                               description="a preset name or a Workload")
     seed: int = Field(0, ge=0)
     engine: Literal["cython", "python"] = "cython"
     vendor: Literal["intel", "amd"] = Field(
@@ -64,7 +64,7 @@ class Config(Validated):
         resolve_order(v)
         return v
 
-    @field_validator("workload")
+    @field_validator("workload", mode="before")
     @classmethod
     def _workload(cls, v):
         return preset(v) if isinstance(v, str) else v

@@ -19,7 +19,7 @@ class Costs(Validated):
     vmenter: int = Field(340, ge=0, description="VM-Enter: the other half")
     check: int = Field(1, ge=0, description="one kvm_check_request() test_bit")
     handler: int = Field(100, ge=0, description="a no-op request's handler")
-    handlers: dict[str, int] = Field(default_factory=dict,
+    handlers: dict[str, int] = Field(default_factory=dict, validate_default=True,
                                      description="per-request handler costs, merged over "
                                                  f"{DEFAULT_HANDLERS}")
     event: int = Field(470, ge=0, description="the EVENT block: kvm_check_and_inject_events")
@@ -39,4 +39,4 @@ class Costs(Validated):
         return {**DEFAULT_HANDLERS, **{catalogue.canonical(k): ns for k, ns in v.items()}}
 
     def handler_ns(self, name: str) -> int:
-        return {**DEFAULT_HANDLERS, **self.handlers}.get(name, self.handler)
+        return self.handlers.get(name, self.handler)

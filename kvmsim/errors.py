@@ -5,6 +5,9 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 
+_UNION_TAGS = ("trace", "poisson", "periodic")
+
+
 class ConfigError(ValueError):
     """Bad configuration. `problems` is a list of (field path, message) pairs."""
 
@@ -16,7 +19,13 @@ class ConfigError(ValueError):
     def from_pydantic(cls, err: ValidationError, prefix: str = "") -> ConfigError:
         problems = []
         for e in err.errors(include_url=False):
-            path = ".".join(str(p) for p in (prefix, *e["loc"]) if p != "")
+            # Drop the tag pydantic adds inside a discriminated union (sources.1.poisson.rate).
+            loc = [p for p in e["loc"] if p not in _UNION_TAGS]
+            path = ".".join(str(p) for p in (prefix, *loc) if p != "")
+            inner = e.get("ctx", {}).get("error")
+            if isinstance(inner, ConfigError):       # a nested model's own ConfigError
+                problems += [(".".join(x for x in (path, p) if x), m) for p, m in inner.problems]
+                continue
             msg = e["msg"].removeprefix("Value error, ")
             if e["type"] != "value_error" and "input" in e:
                 msg = f"{msg} (got {e['input']!r})"

@@ -58,7 +58,8 @@ class Simulation:
         """Simulated seconds reached."""
         return self._now_ns / P.NS
 
-    def run(self, until: float) -> None:
+    def run(self, until: float, on_slice=None) -> None:
+        """Advance to `until` seconds; on_slice(now) is called after each slice."""
         _check_times(until=until)
         if until <= self.now:
             raise ConfigError([("until", f"{until!r} is not after now = {self.now!r}")])
@@ -70,6 +71,8 @@ class Simulation:
             self._engine.run(end, self._counts)
             took = time.perf_counter() - start
             self._now_ns = end
+            if on_slice:
+                on_slice(self.now)
             if took < SLICE_SECONDS[0]:
                 self._slice_ns *= 2
             elif took > SLICE_SECONDS[1] and self._slice_ns > 1:

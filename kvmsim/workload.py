@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Annotated, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
@@ -72,7 +72,7 @@ class Periodic(_Source):
     start: float = Field(0.0, ge=0)
 
 
-Source = Union[Trace, Poisson, Periodic]
+Source = Annotated[Union[Trace, Poisson, Periodic], Field(discriminator="type")]
 
 
 class Workload(Validated):
