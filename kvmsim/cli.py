@@ -1,28 +1,41 @@
-"""The `kvmsim` command: `stat` (perf stat -I) and `compare` (orders side by side)."""
+"""The `kvmsim` command: stat (perf stat -I), compare, trace (trace-cmd report), orders."""
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
+import time
 
 from . import __version__, catalogue, orders
 from .config import Config, resolve_order
 from .errors import ConfigError
-from .perf_format import INTERVAL_HEADER, counter_names, event_name, interval_line, \
-    resolve_events, timestamp
-from .simulation import simulate
+from .perf_format import (INTERVAL_HEADER, INTERVAL_HEADER_CPU, counter_names, csv_line,
+                          event_name, interval_line, json_line, resolve_events, timestamp)
+from .scenario import Scenario
+from .simulation import Simulation
 from .workload import PRESETS as WORKLOADS
 
-EPILOG_STAT = """examples:
+EPILOG = {
+    "stat": """examples:
   kvmsim stat --order linux-6.6 --workload spec2017-vtune --duration 60 -I 10000
-  kvmsim stat --order PMU,PMI,SMI,NMI,EVENT --workload anchor -e kvm:kvm_exit,kvmsim:nmis_dropped
-"""
-EPILOG_COMPARE = """examples:
-  kvmsim compare --workload spec2017-vtune
-  kvmsim compare --orders linux-6.6,linux-6.19 --workload anchor --duration 5 -I 1000
-"""
+  kvmsim stat examples/spec2017-vtune.toml --order linux-6.7 -x, -o counts.csv
+  kvmsim stat --workload anchor -e kvm:kvm_exit,kvmsim:nmis_dropped -A -j
+""",
+    "compare": """examples:
+  kvmsim compare --workload spec2017-vtune                 # linux-6.6 vs linux-6.7
+  kvmsim compare linux-6.6 linux-6.7 linux-6.19 --plot cancels.png
+  kvmsim compare examples/spec2017-vtune.toml examples/spec2017-vtune-amd.toml
+""",
+    "trace": """examples:
+  kvmsim trace --order linux-6.6 --workload spec2017-vtune --duration 0.002 --vcpu 0
+  kvmsim trace examples/pmi-trace.toml --events kvm_exit,kvm_check_request,vmx_cancel_injection
+""",
+}
 DEFAULT_EVENTS = "probe:vmx_cancel_injection"
+TRACE_EVENTS = ("kvm_exit", "kvm_make_request", "kvm_check_request", "process_nmi",
+                "kvm_inj_nmi", "kvm_inj_virq", "vmx_cancel_injection", "kvm_entry")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,18 +50,24 @@ def _order(text: str) -> str | list[str]:
     return [n.strip() for n in text.split(",") if n.strip()]
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workload", default="spec2017-vtune",
-                   help=f"workload preset ({', '.join(WORKLOADS)}; default %(default)s)")
-    p.add_argument("--duration", type=float, default=60.0,
-                   help="simulated seconds (default %(default)s)")
-    p.add_argument("-I", "--interval-print", dest="interval", type=int, default=10000,
-                   metavar="MSEC", help="print counts every MSEC ms (default %(default)s)")
+def _run_flags(p: argparse.ArgumentParser, duration_help: str) -> None:
+    """Flags that override a scenario file (None: not given)."""
+    p.add_argument("--order", help=f"check order: {', '.join(orders.PRESETS)} or "
+                                   "NAME,NAME,...,EVENT (default linux-6.7)")
+    p.add_argument("--workload", help=f"workload preset: {', '.join(WORKLOADS)} "
+                                      "(default spec2017-vtune)")
+    p.add_argument("--vcpus", type=int, help="number of vCPUs (overrides the workload's)")
+    p.add_argument("--duration", type=float, help=duration_help)
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--engine", help="cython (default) or python")
+    p.add_argument("--vendor", help="intel (default) or amd")
+
+
+def _stat_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-I", "--interval-print", dest="interval", type=int, metavar="MSEC",
+                   help="print counts every MSEC ms (default 10000)")
     p.add_argument("-e", "--event", dest="events", default=DEFAULT_EVENTS,
                    help="comma-separated events (default %(default)s); see --list-events")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
-    p.add_argument("--engine", default="cython", help="cython (default) or python")
-    p.add_argument("--vendor", default="intel", help="intel (default) or amd")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -56,45 +75,91 @@ def parser() -> argparse.ArgumentParser:
                   "(vcpu_enter_guest): request checks, NMI/PMI injection, cancelled VM-Enters.")
     top.add_argument("--version", action="version", version=f"kvmsim {__version__}")
     sub = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    stat = sub.add_parser("stat", help="count events like `perf stat -I`", epilog=EPILOG_STAT,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    stat.add_argument("--order", default="linux-6.7",
-                      help=f"check order: {', '.join(orders.PRESETS)} or NAME,NAME,...,EVENT "
-                           "(default %(default)s)")
-    _common(stat)
+
+    def command(name, help_):
+        return sub.add_parser(name, help=help_, epilog=EPILOG.get(name),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    stat = command("stat", "count events like `perf stat -I`")
+    stat.add_argument("scenario", nargs="?", help="a scenario file (TOML); flags override it")
+    _run_flags(stat, "simulated seconds (default 60)")
+    _stat_flags(stat)
+    stat.add_argument("-x", "--field-separator", dest="sep", metavar="SEP",
+                      help="print CSV with this separator, as perf stat -x does")
+    stat.add_argument("-j", "--json", action="store_true", help="print JSON lines as perf does")
+    stat.add_argument("-o", "--output", metavar="FILE", help="write the counts to FILE")
+    stat.add_argument("-A", "--per-vcpu", action="store_true",
+                      help="one count per vCPU (like perf stat -A, CPU<n> = vCPU n)")
+    stat.add_argument("--no-progress", action="store_true", help="no progress bar")
     stat.add_argument("--list-events", action="store_true", help="list events and exit")
-    cmp_ = sub.add_parser("compare", help="run orders side by side on the same seed",
-                          epilog=EPILOG_COMPARE,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    cmp_.add_argument("--orders", default="linux-6.6,linux-6.7",
-                      help="orders to compare, separated by ';' when they are lists "
-                           "(default %(default)s)")
-    _common(cmp_)
-    ords = sub.add_parser("orders", help="list the order presets, or print one with bit numbers")
+
+    cmp_ = command("compare", "run orders or scenario files side by side on the same seed")
+    cmp_.add_argument("runs", nargs="*", metavar="ORDER|FILE",
+                      help="orders (preset or NAME,...,EVENT) or scenario files; "
+                           "default: linux-6.6 linux-6.7")
+    _run_flags(cmp_, "simulated seconds (default 60)")
+    _stat_flags(cmp_)
+    cmp_.add_argument("--plot", metavar="FILE.png", help="draw the first event per interval")
+
+    trace = command("trace", "print each simulated event of a short run, trace-cmd style")
+    trace.add_argument("scenario", nargs="?", help="a scenario file (TOML); flags override it")
+    _run_flags(trace, "simulated seconds (default 0.01)")
+    trace.add_argument("--max-events", type=int, default=1000, help="stop after N lines "
+                       "(default %(default)s)")
+    trace.add_argument("--events", help=f"only these events: {','.join(TRACE_EVENTS)}")
+    trace.add_argument("--vcpu", type=int, help="only this vCPU")
+
+    ords = command("orders", "list the order presets, or print one with bit numbers")
     ords.add_argument("name", nargs="?", help="a preset or NAME,NAME,...,EVENT")
     return top
 
 
-def _config(args, order, problems: list[tuple[str, str]]) -> Config | None:
-    """The Config the flags describe, or None with the problems appended."""
-    if args.engine not in ("cython", "python"):
-        problems.append(("--engine", f"{args.engine!r}; allowed: cython, python"))
-    if args.vendor not in ("intel", "amd"):
-        problems.append(("--vendor", f"{args.vendor!r}; allowed: intel, amd"))
-    if args.interval <= 0:
-        problems.append(("-I", f"{args.interval} ms; must be > 0"))
-    if not (0 < args.duration < math.inf):
-        problems.append(("--duration", f"{args.duration} s; must be a number > 0"))
+# --- from flags and files to a Scenario ------------------------------------------------------
+def _scenario(args, problems, order=None, path=None, duration=60.0) -> Scenario | None:
+    """The scenario a file and the flags describe; problems are appended, all at once."""
+    path = path or getattr(args, "scenario", None)
+    if path:
+        try:
+            base = Scenario.load(path)
+        except ConfigError as e:
+            problems += e.problems
+            return None
+    else:
+        base = Scenario(duration=duration)
+    given = {f: getattr(args, f) for f in ("workload", "seed", "engine", "vendor", "vcpus")
+             if getattr(args, f) is not None}
+    order = order if order is not None else args.order
+    if order is not None:
+        given["order"] = _order(order)
+    data = {**base.config.model_dump(), **given}
+    if "vcpus" in given:
+        workload = data["workload"]
+        if isinstance(workload, str) and workload in WORKLOADS:
+            workload = WORKLOADS[workload]().model_dump()
+        if isinstance(workload, dict):
+            data["workload"] = {**workload, "vcpus": data.pop("vcpus")}
+    data.pop("vcpus", None)
+    run = {"duration": base.duration, "interval": base.interval}
+    bad = len(problems)
+    if args.duration is not None:
+        run["duration"] = args.duration
+        if not 0 < args.duration < math.inf:
+            problems.append(("--duration", f"{args.duration:g} s; must be a number > 0"))
+    if getattr(args, "interval", None) is not None:
+        run["interval"] = args.interval / 1000
+        if args.interval <= 0:
+            problems.append(("-I", f"{args.interval} ms; must be > 0"))
     try:
-        return Config(order=order, workload=args.workload, seed=args.seed,
-                      engine=args.engine if args.engine in ("cython", "python") else "python",
-                      vendor=args.vendor if args.vendor in ("intel", "amd") else "intel")
+        config = Config(**data)
     except ConfigError as e:
-        problems += [(f"--{p}" if p else "", m) for p, m in e.problems]
+        for p, m in e.problems:
+            top = "vcpus" if p.startswith("workload.vcpus") else p.split(".")[0]
+            problems.append((f"--{top}" if top in given else p, m))
         return None
+    return None if len(problems) > bad else Scenario(config=config, **run)
 
 
-def _events(spec: str, problems: list[tuple[str, str]]) -> list[str]:
+def _events(spec: str, problems) -> list[str]:
     try:
         return resolve_events(spec, counter_names())
     except ValueError as e:
@@ -102,72 +167,205 @@ def _events(spec: str, problems: list[tuple[str, str]]) -> list[str]:
         return []
 
 
-def cmd_stat(args, out) -> None:
+def _progress(duration: float, enabled: bool):
+    """A tqdm bar on stderr for runs that last (shown after 2 s, only on a terminal)."""
+    if not enabled or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+    return tqdm(total=duration, delay=2.0, unit="sim s", file=sys.stderr, leave=False,
+                bar_format="{l_bar}{bar}| {n:.3g}/{total:g} sim s [{elapsed}<{remaining}]")
+
+
+def _simulate(scn: Scenario, progress: bool):
+    """Run a scenario; on Ctrl-C return what completed, with interrupted=True."""
+    sim = Simulation(scn.config, interval=scn.interval)
+    bar = _progress(scn.duration, progress)
+    done = [0.0]
+
+    def tick(now):
+        if bar is not None:
+            bar.update(now - done[0])
+        done[0] = now
+    interrupted = False
+    try:
+        sim.run(until=scn.duration, on_slice=tick)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if bar is not None:
+            bar.close()
+    return sim.result(), interrupted
+
+
+# --- commands -----------------------------------------------------------------------------
+def _stat_lines(res, events, args, complete: int):
+    interval_ns = round(res.interval * 1e9)
+    counts = res.counts.sum(axis=0) if not args.per_vcpu else None
+    for i in range(complete):
+        t_ns = round(res.times[i] * 1e9)
+        vcpus = range(res.counts.shape[0]) if args.per_vcpu else [None]
+        for e in events:
+            col = res._column(e)
+            for v in vcpus:
+                n = int(res.counts[v, i, col] if v is not None else counts[i, col])
+                if args.json:
+                    yield json_line(t_ns, n, e, interval_ns, vcpu=v)
+                elif args.sep is not None:
+                    yield csv_line(t_ns, n, e, interval_ns, args.sep, vcpu=v)
+                else:
+                    yield interval_line(t_ns, n, e, vcpu=v)
+
+
+def cmd_stat(args, out) -> int:
     if args.list_events:
         for c in counter_names():
             print(event_name(c), file=out)
-        return
+        return 0
     problems = []
+    if args.json and args.sep is not None:
+        problems.append(("-j", "cannot be combined with -x; pick one format"))
     events = _events(args.events, problems)
-    cfg = _config(args, _order(args.order), problems)
+    scn = _scenario(args, problems)
     if problems:
         raise ConfigError(problems)
-    res = simulate(cfg, duration=args.duration, interval=args.interval / 1000)
-    print(INTERVAL_HEADER, file=out)
-    series = res.intervals
-    for i, t in enumerate(res.times):
-        for e in events:
-            print(interval_line(round(t * 1e9), int(series[e][i]), e), file=out)
+    res, interrupted = _simulate(scn, not args.no_progress)
+    # Only whole intervals are printed (perf prints an interval when its timer fires).
+    complete = len(res.times) if not interrupted else int(res.duration // res.interval + 1e-9)
+    dest = open(args.output, "w") if args.output else out
+    try:
+        if args.output:
+            print(f"# started on {time.ctime()}\n", file=dest)
+        if not args.json and args.sep is None:
+            print(INTERVAL_HEADER_CPU if args.per_vcpu else INTERVAL_HEADER, file=dest)
+        for line in _stat_lines(res, events, args, complete):
+            print(line, file=dest)
+    finally:
+        if args.output:
+            dest.close()
+    if interrupted:
+        print(f"kvmsim stat: interrupted at {res.duration:g} simulated s", file=sys.stderr)
+        return 130
+    return 0
 
 
-def cmd_compare(args, out) -> None:
-    sep = ";" if ";" in args.orders else ","
-    names = [o.strip() for o in args.orders.split(sep) if o.strip()]
+def _looks_like_file(run: str) -> bool:
+    return run.endswith(".toml") or os.path.sep in run or os.path.isfile(run)
+
+
+def cmd_compare(args, out) -> int:
+    runs = args.runs or ["linux-6.6", "linux-6.7"]
     problems = []
-    if len(names) < 2:
-        problems.append(("--orders", f"{args.orders!r}: give at least two orders"))
+    if len(runs) < 2:
+        problems.append(("runs", f"{' '.join(runs)!r}: give at least two orders or files"))
     events = _events(args.events, problems)
-    cfgs = [_config(args, _order(n), problems) for n in names]
+    scns = [_scenario(args, problems, path=r) if _looks_like_file(r)
+            else _scenario(args, problems, order=r) for r in runs]
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)))
-    results = [simulate(c, duration=args.duration, interval=args.interval / 1000)
-               for c in cfgs]
-    labels = [n if len(n) <= 18 else f"order{i + 1}" for i, n in enumerate(names)]
-    wl = cfgs[0].workload
+    intervals = {(s.duration, s.interval) for s in scns}
+    if len(intervals) > 1:
+        raise ConfigError([("runs", f"the runs differ in duration/interval {sorted(intervals)};"
+                                    " give --duration and -I to align them")])
+    results = [_simulate(s, progress=False)[0] for s in scns]
+    labels = [os.path.splitext(os.path.basename(r))[0] if _looks_like_file(r) else r
+              for r in runs]
+    labels = [lab if len(lab) <= 18 else f"run{i + 1}" for i, lab in enumerate(labels)]
     for e in events:
-        print(f"# {event_name(e)}: workload {args.workload} ({wl.vcpus} vCPUs), "
-              f"seed {args.seed}, {args.duration:g} s", file=out)
-        print("#           time " + " ".join(f"{l:>18}" for l in labels), file=out)
+        print(f"# {event_name(e)}, seed {scns[0].config.seed}, {scns[0].duration:g} s", file=out)
+        print("#           time " + " ".join(f"{lab:>18}" for lab in labels), file=out)
         for i, t in enumerate(results[0].times):
-            counts = " ".join(f"{int(r.intervals[e][i]):>18}" for r in results)
-            print(f"{timestamp(round(t * 1e9))} {counts}", file=out)
+            row = " ".join(f"{int(r.intervals[e][i]):>18}" for r in results)
+            print(f"{timestamp(round(t * 1e9))} {row}", file=out)
         totals = [r.totals[e] for r in results]
         print(f"{'total':>16} " + " ".join(f"{v:>18}" for v in totals), file=out)
-        base = totals[0]
-        for label, v in zip(labels[1:], totals[1:]):
-            ratio = f"{v / base:.4g}x" if base else "n/a"
-            print(f"# {label} vs {labels[0]}: {v - base:+d} ({ratio})", file=out)
+        print(f"{'difference':>16} " + " ".join(f"{v - totals[0]:>+18d}" for v in totals),
+              file=out)
+        print(f"{'ratio':>16} " + " ".join(
+            f"{v / totals[0]:>18.4g}" if totals[0] else f"{'n/a':>18}" for v in totals),
+              file=out)
+    if args.plot:
+        _plot(results, labels, events[0], args.plot)
+    return 0
 
 
-def cmd_orders(args, out) -> None:
+def _plot(results, labels, counter, path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for r, label in zip(results, labels):
+        r.plot(counter, ax=ax, label=label)
+    means = [max(1, r.intervals[counter].mean()) for r in results]
+    if max(means) / min(means) >= 100:
+        ax.set_yscale("log")
+    ax.set_title(f"{event_name(counter)} per {results[0].interval:g} s")
+    ax.legend()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+class _Enough(Exception):
+    pass
+
+
+def cmd_trace(args, out) -> int:
+    problems = []
+    wanted = TRACE_EVENTS
+    if args.events:
+        wanted = tuple(e.strip() for e in args.events.split(",") if e.strip())
+        bad = [e for e in wanted if e not in TRACE_EVENTS]
+        if bad:
+            problems.append(("--events", f"unknown {', '.join(map(repr, bad))}; allowed: "
+                                         f"{', '.join(TRACE_EVENTS)}"))
+    if args.max_events <= 0:
+        problems.append(("--max-events", f"{args.max_events}; must be > 0"))
+    scn = _scenario(args, problems, duration=0.01)
+    if scn and args.vcpu is not None and not 0 <= args.vcpu < scn.config.workload.vcpus:
+        problems.append(("--vcpu", f"{args.vcpu}; allowed: 0..{scn.config.workload.vcpus - 1}"))
+    if problems:
+        raise ConfigError(problems)
+    # Traces come from the reference engine, which reports every event; counts are the same.
+    sim = Simulation(scn.config.model_copy(update={"engine": "python"}), interval=scn.duration)
+    printed = [0]
+
+    def trace(t_ns, vcpu, event, fields):
+        if event in wanted and (args.vcpu is None or vcpu == args.vcpu):
+            secs, ns = divmod(t_ns, 1_000_000_000)
+            print(f"{f'CPU {vcpu}/KVM':>16}-{1000 + vcpu:<5} [{vcpu:03d}] {secs:>5}.{ns:09d}: "
+                  f"{event + ':':<21} {fields}".rstrip(), file=out)
+            printed[0] += 1
+            if printed[0] >= args.max_events:
+                raise _Enough
+    sim._engine.set_trace(trace)
+    try:
+        sim.run(until=scn.duration)
+    except _Enough:
+        pass
+    return 0
+
+
+def cmd_orders(args, out) -> int:
     if args.name is None:
         for name, checks in orders.PRESETS.items():
             print(f"{name:<12} {len(checks)} checks: ... {', '.join(checks[17:22])} ...",
                   file=out)
-        return
+        return 0
     try:
         checks = resolve_order(_order(args.name))
     except ValueError as e:
         raise ConfigError([("order", str(e))]) from None
     for i, name in enumerate(checks):
         print(f"{i:>3} {name:<30} bit {catalogue.bit_of(name):>2}", file=out)
+    return 0
+
+
+COMMANDS = {"stat": cmd_stat, "compare": cmd_compare, "trace": cmd_trace, "orders": cmd_orders}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        {"stat": cmd_stat, "compare": cmd_compare, "orders": cmd_orders}[args.command](
-            args, sys.stdout)
+        return COMMANDS[args.command](args, sys.stdout)
     except ConfigError as e:
         for path, msg in e.problems:
             print(f"kvmsim {args.command}: error: {path + ': ' if path else ''}{msg}",
@@ -177,8 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         print("kvmsim: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
+        sys.stderr.close()
         return 0
-    return 0
 
 
 if __name__ == "__main__":
