@@ -4,6 +4,7 @@ Each test records its measurement in extra_info (see README, "Speed"); what it a
 correctness (the same counts however the work is split), never a timing.
 """
 
+import os
 import subprocess
 import sys
 import threading
@@ -89,3 +90,27 @@ def test_two_threads_run_in_the_time_of_one(benchmark):
         np.testing.assert_array_equal(r.counts, expected.counts)
     if benchmark.stats:
         benchmark.extra_info["two_threads_over_one"] = benchmark.stats.stats.min / alone
+
+
+def test_progress_bar_overhead(benchmark):
+    """kvmsim stat's progress bar updates once per slice: its cost against no callback."""
+    from tqdm import tqdm
+    cfg = kvmsim.Config(workload="spec2017-vtune")
+
+    def plain():
+        kvmsim.Simulation(cfg, interval=10.0).run(until=100.0)
+
+    def with_bar():
+        with open(os.devnull, "w") as sink:
+            bar = tqdm(total=100.0, file=sink, mininterval=0)    # draws on every update
+            done = [0.0]
+
+            def tick(now):
+                bar.update(now - done[0])
+                done[0] = now
+            kvmsim.Simulation(cfg, interval=10.0).run(until=100.0, on_slice=tick)
+            bar.close()
+    alone, _ = best_of(3, plain)
+    benchmark.pedantic(with_bar, rounds=3, iterations=1)
+    if benchmark.stats:
+        benchmark.extra_info["progress_over_plain"] = benchmark.stats.stats.min / alone

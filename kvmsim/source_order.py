@@ -50,13 +50,13 @@ EXTERNAL_HELPERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "kvm_dirty_ring_check_request": ("virt/kvm/dirty_ring.c", ("DIRTY_RING_SOFT_FULL",)),
 }
 
-# Names older kernels used for requests the catalogue knows under a later name. Only a hint
-# for the caller (Check.renamed_to); such checks stay `known=False`.
+# Names older kernels used for requests the catalogue knows under a later name (seen in the
+# v5.4 and v5.15 sources). Only a hint for the caller (Check.renamed_to); such checks stay
+# `known=False`. MMU_RELOAD (removed later, no successor) has no entry.
 RENAMED: dict[str, str] = {
-    "VM_BUGGED": "VM_DEAD",                      # renamed in v5.17
-    "GET_VMCS12_PAGES": "GET_NESTED_STATE_PAGES",  # renamed in v5.10
-    "LOAD_CR3": "LOAD_MMU_PGD",                  # renamed in v5.9
-    "MSR_FILTER_CHANGED": "RECALC_INTERCEPTS",   # both in the catalogue (same bit)
+    "VM_BUGGED": "VM_DEAD",
+    "GET_VMCS12_PAGES": "GET_NESTED_STATE_PAGES",
+    "LOAD_CR3": "LOAD_MMU_PGD",
 }
 
 _PRIMITIVES = {"kvm_check_request": "check", "kvm_test_request": "test"}
@@ -325,8 +325,7 @@ def _frame_cond(frame: list) -> str:
 
 def _cond_str(stack: tuple[str, ...]) -> str | None:
     parts = [s for s in stack if s]
-    return " && ".join(_wrap(p) if " && " not in p and len(parts) > 1 else p
-                       for p in parts) or None
+    return " && ".join(_wrap(p) if len(parts) > 1 else p for p in parts) or None
 
 
 def _dead(stack: tuple[str, ...]) -> bool:
@@ -346,14 +345,50 @@ def _match_paren(m: str, open_pos: int) -> int:
 
 
 def _match_brace(m: str, open_pos: int, end: int) -> int:
+    """The `}` closing m[open_pos], skipping directive lines; like _File._scan, an #else or
+    #elif branch restarts from the depth at its #if and #endif keeps the first branch's."""
     depth = 0
-    for k in range(open_pos, end):
-        if m[k] == "{":
+    frames: list[list[int | None]] = []   # [depth at #if, depth at end of first branch]
+    k = open_pos
+    while k < end:
+        c = m[k]
+        if c == "\n" or k == open_pos:
+            j = k + 1 if c == "\n" else k
+            while j < end and m[j] in " \t":
+                j += 1
+            if j < end and m[j] == "#":
+                e = j
+                while True:
+                    e = m.find("\n", e)
+                    if e < 0 or m[e - 1] != "\\":
+                        break
+                    e += 1
+                e = end if e < 0 else e
+                mm = _DIRECTIVE.match(m[j:e])
+                word = mm.group(1) if mm else ""
+                if word in ("if", "ifdef", "ifndef"):
+                    frames.append([depth, None])
+                elif word in ("elif", "else") and frames:
+                    if frames[-1][1] is None:
+                        frames[-1][1] = depth
+                    depth = frames[-1][0]
+                elif word == "endif" and frames:
+                    f = frames.pop()
+                    if f[1] is not None:
+                        depth = f[1]
+                k = e
+                continue
+            if c == "\n":
+                k += 1
+                continue
+        c = m[k]
+        if c == "{":
             depth += 1
-        elif m[k] == "}":
+        elif c == "}":
             depth -= 1
             if depth == 0:
                 return k
+        k += 1
     return end
 
 

@@ -1,10 +1,22 @@
 """The command line, driven as a user drives it: a real subprocess per command."""
 
+import fcntl
+import json
+import os
+import pathlib
+import pty
 import re
+import signal
+import struct
 import subprocess
 import sys
+import termios
+import threading
+import time
 
 import pytest
+
+EXAMPLES = pathlib.Path(__file__).parent.parent / "examples"
 
 # perf's stat-display.c: "%6lu.%09lu", ' ', count in 18 columns, ' ', unit in 4, ' ', name.
 PERF_LINE = re.compile(r"^(?P<time>[ \d]{6}\.\d{9}) (?P<count>[ \d]{18}) (?P<unit>.{4}) "
@@ -61,11 +73,14 @@ def test_compare_runs_orders_side_by_side(cli):
     p = cli("compare", "--workload", "spec2017-vtune", "--duration", "20", "-I", "10000")
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
-    assert "linux-6.6" in lines[1] and "linux-6.7" in lines[1]
+    assert lines[1].split()[2:] == ["linux-6.6", "linux-6.7"]
     rows = [line.split() for line in lines[2:4]]
     assert all(13_000 <= int(r[1]) <= 17_000 and 10 <= int(r[2]) <= 60 for r in rows)
-    assert lines[4].split()[0] == "total"
-    assert lines[5].startswith("# linux-6.7 vs linux-6.6: -")
+    total, diff, ratio = (line.split() for line in lines[4:7])
+    assert total[0] == "total" and int(total[1]) == int(rows[0][1]) + int(rows[1][1])
+    assert diff[0] == "difference" and int(diff[2]) == int(total[2]) - int(total[1])
+    assert ratio[0] == "ratio" and float(ratio[2]) == pytest.approx(
+        int(total[2]) / int(total[1]), rel=1e-3)
 
 
 def test_orders_lists_presets_and_bits(cli):
@@ -84,7 +99,13 @@ def test_orders_lists_presets_and_bits(cli):
     (["stat", "-e", "cycles"], ["-e", "'cycles'", "probe:vmx_cancel_injection"]),
     (["stat", "--order", "NMI,NMI,EVENT"], ["duplicate request NMI"]),
     (["stat", "--duration", "abc"], ["--duration", "invalid float value"]),
-    (["compare", "--orders", "linux-6.6"], ["--orders", "at least two"]),
+    (["compare", "linux-6.6"], ["runs", "at least two"]),
+    (["stat", "missing.toml"], ["missing.toml", "cannot read scenario file"]),
+    (["stat", "--vcpus", "0"], ["--vcpus", "greater than or equal to 1"]),
+    (["stat", "-j", "-x,"], ["-j", "cannot be combined with -x"]),
+    (["trace", "--events", "kvm_foo", "--max-events", "0"], ["--events", "'kvm_foo'",
+                                                              "--max-events"]),
+    (["trace", "--vcpu", "9"], ["--vcpu", "0..7"]),
     (["frobnicate"], ["invalid choice"]),
 ])
 def test_bad_input_exits_2_without_traceback(cli, args, needles):
@@ -107,3 +128,134 @@ def test_version_and_help(cli):
     assert cli("--version").stdout.startswith("kvmsim ")
     h = cli("stat", "--help")
     assert h.returncode == 0 and "examples:" in h.stdout and "-I MSEC" in h.stdout
+
+
+def test_stat_csv_and_json_lines(cli):
+    csv = cli("stat", "--duration", "20", "-x", ";", "-e", "probe:vmx_cancel_injection")
+    assert csv.returncode == 0, csv.stderr
+    first = csv.stdout.splitlines()[0].split(";")
+    assert first[0] == "10.000000000" and first[2:] == [
+        "", "probe:vmx_cancel_injection", "10000000000", "100.00", "", ""]
+    js = cli("stat", "--duration", "20", "-j", "-A", "--vcpus", "2")
+    lines = [json.loads(line) for line in js.stdout.splitlines()]
+    assert [(d["interval"], d["cpu"]) for d in lines] == [(10.0, "0"), (10.0, "1"),
+                                                         (20.0, "0"), (20.0, "1")]
+    assert set(lines[0]) == {"interval", "cpu", "counter-value", "unit", "event",
+                             "event-runtime", "pcnt-running"}
+
+
+def test_stat_per_vcpu_sums_to_total(cli):
+    args = ("stat", "--duration", "10", "--workload", "anchor", "--vcpus", "3",
+            "--order", "linux-6.6")
+    total = int(cli(*args).stdout.splitlines()[1].split()[1])
+    per = [line.split() for line in cli(*args, "-A").stdout.splitlines()[1:]]
+    assert [p[1] for p in per] == ["CPU0", "CPU1", "CPU2"]
+    assert sum(int(p[2]) for p in per) == total
+
+
+def test_stat_output_file(cli, tmp_path):
+    p = cli("stat", "--duration", "10", "-o", str(tmp_path / "out.txt"))
+    assert p.returncode == 0 and p.stdout == ""
+    text = (tmp_path / "out.txt").read_text().splitlines()
+    assert text[0].startswith("# started on ") and text[1] == ""
+    assert text[2] == "#           time             counts unit events"
+    assert PERF_LINE.match(text[3])
+
+
+def test_scenario_file_and_flags_override(cli, tmp_path):
+    f = tmp_path / "s.toml"
+    f.write_text('order = "linux-6.6"\nduration = 20.0\ninterval = 10.0\n'
+                 'workload = "spec2017-vtune"\n')
+    before = cli("stat", str(f))
+    after = cli("stat", str(f), "--order", "linux-6.7")
+    assert before.returncode == after.returncode == 0
+    assert [int(line.split()[1]) for line in before.stdout.splitlines()[1:]] == [14889, 14886]
+    assert all(int(line.split()[1]) < 60 for line in after.stdout.splitlines()[1:])
+
+
+def test_bad_scenario_file_reports_every_problem_with_lines(cli, tmp_path):
+    f = tmp_path / "bad.toml"
+    f.write_text('order = "linux-6.5"\nseed = -1\n[workload]\nvcpus = 2\n'
+                 '[[workload.sources]]\ntype = "poisson"\nkind = "nmi"\nrate = -3\n')
+    p = cli("stat", str(f))
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert f"{f}:1: order: unknown order 'linux-6.5'" in p.stderr
+    assert f"{f}:2: seed:" in p.stderr
+    assert f"{f}:8: workload.sources.0.rate:" in p.stderr
+
+
+def test_compare_scenario_files_and_plot(cli, tmp_path):
+    png = tmp_path / "cancels.png"
+    p = cli("compare", str(EXAMPLES / "spec2017-vtune.toml"), "linux-6.7", "linux-6.19",
+            "--duration", "20", "--plot", str(png))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines()[1].split()[2:] == ["spec2017-vtune", "linux-6.7", "linux-6.19"]
+    from PIL import Image
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.size == (800, 450)
+
+
+def test_trace_follows_one_vmenter(cli):
+    p = cli("trace", str(EXAMPLES / "pmi-trace.toml"), "--max-events", "9")
+    assert p.returncode == 0, p.stderr
+    events = [line.split(": ")[1].rstrip(":").strip() for line in p.stdout.splitlines()]
+    assert events == ["kvm_entry", "kvm_exit", "kvm_check_request", "kvm_check_request",
+                      "vmx_cancel_injection", "kvm_check_request", "kvm_check_request",
+                      "kvm_inj_nmi", "kvm_entry"]
+    assert "reason EXCEPTION_NMI requests 0xc0000" in p.stdout   # PMI | PMU pending
+    line = p.stdout.splitlines()[1]
+    assert re.match(r"^ +CPU 0/KVM-1000  \[000\] +0\.001000000: kvm_exit: +reason", line)
+    filtered = cli("trace", str(EXAMPLES / "pmi-trace.toml"), "--order", "linux-6.7",
+                   "--events", "vmx_cancel_injection,kvm_inj_nmi")
+    assert [line.split(": ")[1].strip(":") for line in filtered.stdout.splitlines()] == \
+        ["kvm_inj_nmi"] * 3
+
+
+def test_progress_bar_on_a_terminal(tmp_path):
+    # stderr is a pseudo-terminal (100 columns); the run lasts ~3 s, past the 2 s delay.
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    err = bytearray()
+
+    def drain():                     # read while the child runs: a closed pty drops its data
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            err.extend(chunk)
+    reader = threading.Thread(target=drain)
+    reader.start()
+    child = subprocess.Popen([sys.executable, "-m", "kvmsim", "stat", "--duration", "1500",
+                              "-I", "500000"], cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=slave, text=True)
+    os.close(slave)
+    out, _ = child.communicate(timeout=120)
+    reader.join(timeout=10)
+    os.close(master)
+    assert child.returncode == 0
+    assert b"sim s" in err and b"%|" in err            # tqdm drew the bar on the terminal
+    assert len(out.splitlines()) == 4                  # the counts are unaffected
+
+
+def test_no_progress_bar_off_a_terminal(cli):
+    p = cli("stat", "--duration", "1500", "-I", "500000")
+    assert p.returncode == 0 and p.stderr == ""
+
+
+def test_ctrl_c_prints_completed_intervals(tmp_path):
+    child = subprocess.Popen([sys.executable, "-m", "kvmsim", "stat", "--duration", "1e6",
+                              "-I", "1000"], cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=30)
+    assert child.returncode == 130
+    assert "Traceback" not in err and "interrupted at" in err
+    lines = out.splitlines()
+    assert lines[0] == "#           time             counts unit events"
+    assert len(lines) > 10
+    assert [PERF_LINE.match(line)["time"].strip() for line in lines[1:4]] == [
+        "1.000000000", "2.000000000", "3.000000000"]

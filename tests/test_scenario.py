@@ -1,0 +1,67 @@
+"""Scenario files: a whole run as TOML, round-tripped exactly, with every problem reported."""
+
+import pathlib
+
+import numpy as np
+import pytest
+
+import kvmsim
+from kvmsim import ConfigError, Scenario
+
+EXAMPLES = pathlib.Path(__file__).parent.parent / "examples"
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.toml")), ids=lambda p: p.name)
+def test_examples_load_and_round_trip(path):
+    s = Scenario.load(path)
+    again = Scenario.from_toml(s.to_toml())
+    assert again == s
+
+
+def test_example_is_the_founding_preset():
+    s = Scenario.load(EXAMPLES / "spec2017-vtune.toml")
+    preset = kvmsim.Config(order="linux-6.6", workload="spec2017-vtune")
+    assert s.config == preset and (s.duration, s.interval) == (60.0, 10.0)
+
+
+def test_scenario_runs_like_simulate(engine):
+    text = """order = "linux-6.6"\nseed = 3\nduration = 0.05\ninterval = 0.01\n
+[workload]\nvcpus = 2\nguest_exit_rate = 5000.0\n
+[[workload.sources]]\ntype = "poisson"\nkind = "pmi"\nrate = 500.0\n
+[costs.handlers]\nPMU = 800\n"""
+    s = Scenario.from_toml(text)
+    s = s.model_copy(update={"config": s.config.model_copy(update={"engine": engine})})
+    direct = kvmsim.simulate(s.config, duration=0.05, interval=0.01)
+    assert s.config.costs.handlers == {"NMI": 30, "PMU": 800, "PMI": 150, "SMI": 30}
+    np.testing.assert_array_equal(s.run().counts, direct.counts)
+
+
+def test_every_problem_with_its_line():
+    text = ('order = ["NMI", "NMI"]\nseed = -1\nduration = 0\n'
+            '[workload]\nvcpus = 2\nlvtpc = "ext"\n'
+            '[[workload.sources]]\ntype = "poisson"\nkind = "nmi"\nrate = 1.0\n'
+            '[[workload.sources]]\ntype = "gauss"\nkind = "pmi"\n'
+            '[costs]\nvmexit = -5\nbogus = 1\n')
+    with pytest.raises(ConfigError) as e:
+        Scenario.from_toml(text, source="s.toml")
+    got = {p: m for p, m in e.value.problems}
+    assert set(got) == {"s.toml:1: order", "s.toml:2: seed", "s.toml:6: workload.lvtpc",
+                        "s.toml:11: workload.sources.1", "s.toml:15: costs.vmexit",
+                        "s.toml:16: costs.bogus", "s.toml:3: duration"}
+    assert "'gauss'" in got["s.toml:11: workload.sources.1"]
+
+
+def test_not_toml():
+    with pytest.raises(ConfigError) as e:
+        Scenario.from_toml("order = [", source="x.toml")
+    (path, msg), = e.value.problems
+    assert path == "x.toml" and "not valid TOML" in msg
+
+
+def test_config_toml_keeps_every_field():
+    cfg = kvmsim.Config(order=["PMU", "PMI", "SMI", "NMI", "EVENT"], vendor="amd", seed=9,
+                        workload=kvmsim.Workload(vcpus=3, lvtpc="fixed", sources=[
+                            kvmsim.Trace("nmi", times=[0.001, 0.002], vcpu=1),
+                            kvmsim.Periodic("irq", period=0.004, start=0.001)]),
+                        costs=kvmsim.Costs(check=3, handlers={"NMI": 70}))
+    assert Scenario.from_toml(Scenario(config=cfg).to_toml()).config == cfg
