@@ -79,7 +79,9 @@ cdef enum:
     C_NS_VMENTER
     C_NS_CANCEL
     C_REQ_BASE
-    C_COLUMNS = C_REQ_BASE + 64
+    C_CANCEL_ASYNC_BASE = C_REQ_BASE + 64
+    C_CANCEL_BACKEDGE_BASE = C_REQ_BASE + 128
+    C_COLUMNS = C_REQ_BASE + 192
 
 ctypedef struct ks_source:
     int64_t next_t

@@ -42,6 +42,8 @@ assert (SRC_NMI, SRC_REQUEST_NOOP, DIST_TRACE, H_EVENT) == (
 COLUMNS = C_COLUMNS
 EVENT_COLUMNS = C_NS_GUEST
 REQUEST_BASE = C_REQ_BASE
+CANCEL_ASYNC_BASE = C_CANCEL_ASYNC_BASE
+CANCEL_BACKEDGE_BASE = C_CANCEL_BACKEDGE_BASE
 
 
 # --- sources ------------------------------------------------------------------------------
@@ -293,7 +295,7 @@ cdef int64_t one_pass(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c,
                       bint *entered) noexcept nogil:
     cdef int n = p.n_checks, pos, r, bit
     cdef int64_t t0, t_r, ta, passed, cost, event_ns = 0
-    cdef uint64_t rm
+    cdef uint64_t rm, before, x, raised = 0   # raised: bits this pass's handlers raised
     apply_host(v, p, t, c)
     v.req_immediate_exit = 0
     t0 = t
@@ -323,7 +325,9 @@ cdef int64_t one_pass(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c,
             event_ns += cost
         t = t_r + p.cost_check + cost
         pos = r + 1
+        before = v.requests
         handle(v, p, bit, c)
+        raised = (raised & ~((<uint64_t>1) << bit)) | (v.requests & ~before)
     c[C_NS_REQUESTS] += t - t0 - event_ns
     c[C_NS_EVENT] += event_ns
     # kvm_mmu_reload .. smp_store_release(mode, IN_GUEST_MODE) .. kvm_vcpu_exit_request()
@@ -336,6 +340,12 @@ cdef int64_t one_pass(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c,
         # cancel_injection: vmx_cancel_injection puts the written event back as injected
         v.mode = OUTSIDE_GUEST_MODE
         c[C_CANCELED_VMENTERS] += 1
+        x = v.requests
+        while x:                        # what each pending bit cost, and how
+            bit = ctz(x)
+            x &= x - 1
+            c[(C_CANCEL_BACKEDGE_BASE if (raised >> bit) & 1 else C_CANCEL_ASYNC_BASE)
+              + bit] += 1
         t += p.cost_cancel
         c[C_NS_CANCEL] += p.cost_cancel
         if v.entry_event != ENTRY_NONE or v.req_immediate_exit:

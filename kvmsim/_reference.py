@@ -11,7 +11,7 @@ import numpy as np
 
 from . import plan as P
 from .catalogue import BY_BIT
-from .counters import EV, PH, REQ_BASE
+from .counters import CANCEL_ASYNC_BASE, CANCEL_BACKEDGE_BASE, EV, PH, REQ_BASE
 
 NEVER = int(P.NEVER)
 EVENT_BIT = 14  # KVM_REQ_EVENT
@@ -314,6 +314,7 @@ class _VCpu:
         n = len(self.order)
         self._apply_host(t, c)
         self.req_immediate_exit = False
+        raised = 0                                 # bits the handlers of this pass raised
         t0 = t
         event_ns = 0
         # if (kvm_request_pending(vcpu)) { ...checks... }; the EVENT check follows the block.
@@ -353,7 +354,9 @@ class _VCpu:
             t = t_r + p.cost_check + cost
             pos = r + 1
             self.t_now = t_r
+            before = self.requests
             self._handle(bit, c)
+            raised = (raised & ~(1 << bit)) | (self.requests & ~before)
         c[PH["requests"]] += t - t0 - event_ns
         c[PH["event"]] += event_ns
         # kvm_mmu_reload .. vcpu->mode = IN_GUEST_MODE .. kvm_vcpu_exit_request()
@@ -368,6 +371,11 @@ class _VCpu:
             # cancel_injection: the event written for this entry goes back to "injected"
             # (vmx_cancel_injection -> __vmx_complete_interrupts raises KVM_REQ_EVENT).
             c[EV["canceled_vmenters"]] += 1
+            x = self.requests
+            while x:                               # what each pending bit cost, and how
+                b = (x & -x).bit_length() - 1
+                x &= x - 1
+                c[(CANCEL_BACKEDGE_BASE if raised >> b & 1 else CANCEL_ASYNC_BASE) + b] += 1
             t += p.cost_cancel
             c[PH["cancel"]] += p.cost_cancel
             if self.entry_event != ENTRY_NONE or self.req_immediate_exit:

@@ -17,10 +17,8 @@ class Request:
     name: str
     bit: int
     handler: str  # the kernel function vcpu_enter_guest() calls when the check fires
-    # Requests the handler always raises (kvm_make_request in the handler's call chain).
-    raises: tuple[str, ...] = ()
-    # True when the model runs a dedicated handler (NMI, PMU, PMI, SMI, EVENT);
-    # every other request is a named no-op with a cost, plus its `raises`.
+    # True when the model runs a dedicated handler (NMI, PMU, PMI, SMI, EVENT); every other
+    # request is a named no-op with a cost, plus what it always raises (graph.py).
     special: bool = False
     # True when the real handler can leave vcpu_enter_guest() (exit to userspace or skip the
     # entry); the model treats it as a no-op, so background traffic does not use it.
@@ -49,11 +47,9 @@ CATALOGUE: tuple[Request, ...] = (
     Request("PMU", _arch(10), "kvm_pmu_handle_event", special=True),
     Request("PMI", _arch(11), "kvm_pmu_deliver_pmi", special=True),
     Request("SMI", _arch(12), "process_smi", special=True),
-    Request("MASTERCLOCK_UPDATE", _arch(13), "kvm_update_masterclock",
-            raises=("CLOCK_UPDATE",)),
-    Request("SCAN_IOAPIC", _arch(15), "vcpu_scan_ioapic", raises=("LOAD_EOI_EXITMAP",)),
-    Request("GLOBAL_CLOCK_UPDATE", _arch(16), "kvm_gen_kvmclock_update",
-            raises=("CLOCK_UPDATE",)),
+    Request("MASTERCLOCK_UPDATE", _arch(13), "kvm_update_masterclock"),
+    Request("SCAN_IOAPIC", _arch(15), "vcpu_scan_ioapic"),
+    Request("GLOBAL_CLOCK_UPDATE", _arch(16), "kvm_gen_kvmclock_update"),
     Request("APIC_PAGE_RELOAD", _arch(17), "kvm_vcpu_reload_apic_access_page"),
     Request("HV_CRASH", _arch(18), "vcpu_enter_guest (KVM_EXIT_SYSTEM_EVENT)", leaves=True),
     Request("IOAPIC_EOI_EXIT", _arch(19), "vcpu_enter_guest (KVM_EXIT_IOAPIC_EOI)", leaves=True),
@@ -65,7 +61,7 @@ CATALOGUE: tuple[Request, ...] = (
     Request("APICV_UPDATE", _arch(25), "kvm_vcpu_update_apicv"),
     Request("TLB_FLUSH_CURRENT", _arch(26), "kvm_vcpu_flush_tlb_current"),
     Request("TLB_FLUSH_GUEST", _arch(27), "kvm_vcpu_flush_tlb_guest"),
-    Request("APF_READY", _arch(28), "kvm_check_async_pf_completion", raises=("EVENT",)),
+    Request("APF_READY", _arch(28), "kvm_check_async_pf_completion"),
     Request("MSR_FILTER_CHANGED", _arch(29), "kvm_x86_ops.msr_filter_changed",
             aliases=("RECALC_INTERCEPTS",)),
     Request("UPDATE_CPU_DIRTY_LOGGING", _arch(30), "kvm_x86_ops.update_cpu_dirty_logging"),
@@ -84,12 +80,6 @@ for _r in CATALOGUE:
     for _a in _r.aliases:
         BY_NAME[_a] = _r
 BY_BIT: dict[int, Request] = {r.bit: r for r in CATALOGUE}
-
-# Requests the anchor benchmark and other "background traffic" sources may post: their
-# handlers neither leave vcpu_enter_guest() nor raise another request in the model.
-NOOP_NAMES: tuple[str, ...] = tuple(
-    r.name for r in CATALOGUE
-    if not (r.special or r.raises or r.leaves))
 
 
 def bit_of(name: str) -> int:

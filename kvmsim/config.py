@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from . import catalogue, orders
+from . import catalogue, graph, orders
 from .costs import Costs
 from .validated import Validated
 from .workload import Workload, preset
@@ -38,16 +38,6 @@ def resolve_order(order: str | list[str]) -> tuple[str, ...]:
     return tuple(names)
 
 
-def handler_raises(lvtpc: str) -> dict[str, set[str]]:
-    """What each handler may raise in the model (docs/model.md, 'may raise')."""
-    out = {r.name: set(r.raises) for r in catalogue.CATALOGUE}
-    out["PMU"] = {"PMI"}
-    out["PMI"] = {"nmi": {"NMI"}, "fixed": {"EVENT"}, "smi": {"SMI"}, "masked": set()}[lvtpc]
-    out["NMI"] = {"EVENT"}
-    out["SMI"] = {"EVENT"}
-    return out
-
-
 class Config(Validated):
     order: str | list[str] = Field("linux-6.7", description=ORDER_HELP)
     workload: Workload = Field("spec2017-vtune", validate_default=True,
@@ -72,7 +62,7 @@ class Config(Validated):
     @model_validator(mode="after")
     def _order_covers_workload(self) -> Config:
         checked = {catalogue.bit_of(n) for n in self.check_order}
-        raises = handler_raises(self.workload.lvtpc)
+        raises = graph.raises(graph.Context.of(self))
         # Closure of what the workload posts through the handlers; cancel_injection and the
         # window exits raise EVENT, which every order has.
         todo, seen = list(self.workload.raised_requests()), set()

@@ -26,12 +26,19 @@ EVENTS = (
 
 PHASES = ("guest", "vmexit", "requests", "event", "state_load", "vmenter", "cancel")
 
-N_BITS = 64  # one column per request bit: checks that fired
+N_BITS = 64
+# Three groups of one column per request bit: checks that fired; cancels the bit caused
+# because it arrived from another CPU after its check ("async"); cancels it caused because a
+# handler checked after it raised it in the same pass ("backedge"). A cancel with two bits
+# pending counts for both.
+BIT_GROUPS = ("requests", "cancels.async", "cancels.backedge")
 
 COLUMNS = (EVENTS + tuple(f"ns.{p}" for p in PHASES)
-           + tuple(f"requests.{b}" for b in range(N_BITS)))
+           + tuple(f"{g}.{b}" for g in BIT_GROUPS for b in range(N_BITS)))
 EV = {n: i for i, n in enumerate(EVENTS)}
 PHASE_BASE = len(EVENTS)
 PH = {p: PHASE_BASE + i for i, p in enumerate(PHASES)}
 REQ_BASE = PHASE_BASE + len(PHASES)
+CANCEL_ASYNC_BASE = REQ_BASE + N_BITS
+CANCEL_BACKEDGE_BASE = CANCEL_ASYNC_BASE + N_BITS
 N_COLUMNS = len(COLUMNS)

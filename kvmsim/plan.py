@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import catalogue
+from . import catalogue, graph
 from .config import Config
 from .workload import Periodic, Poisson, Trace
 
@@ -109,13 +109,14 @@ def build(cfg: Config) -> Plan:
     raises = np.zeros(64, dtype=np.uint64)
     for r in catalogue.CATALOGUE:
         handler_ns[r.bit] = cfg.costs.handler_ns(r.name)
-        raises[r.bit] = sum(1 << catalogue.bit_of(x) for x in r.raises)
+    for src, dsts in graph.noop_raises().items():
+        raises[catalogue.bit_of(src)] = sum(1 << catalogue.bit_of(x) for x in dsts)
     wl = cfg.workload
     c = cfg.costs
     return Plan(
         vcpus=wl.vcpus, seed=cfg.seed, order_bits=order_bits, rank=rank, handler=handler,
         handler_ns=handler_ns, raises=raises,
-        noop_bits=np.array([catalogue.bit_of(n) for n in catalogue.NOOP_NAMES], np.uint8),
+        noop_bits=np.array([catalogue.bit_of(n) for n in graph.NOOP_NAMES], np.uint8),
         cost_vmexit=c.vmexit, cost_vmenter=c.vmenter, cost_check=c.check,
         cost_event=c.event, cost_state_load=c.state_load, cost_cancel=c.cancel,
         intel=cfg.vendor == "intel", lvtpc=LVTPC_CODE[wl.lvtpc],

@@ -9,7 +9,7 @@ import numpy as np
 
 from . import catalogue
 from .config import Config
-from .counters import COLUMNS, EVENTS, PHASES, REQ_BASE
+from .counters import BIT_GROUPS, COLUMNS, EVENTS, N_BITS, PHASES, REQ_BASE
 
 
 @dataclass(frozen=True)
@@ -22,13 +22,16 @@ class Result:
 
     @property
     def names(self) -> tuple[str, ...]:
-        """Counter names: events, ns.<phase>, requests.<NAME> for the checks in the order."""
-        reqs = tuple(f"requests.{n}" for n in self.config.check_order)
-        return EVENTS + tuple(f"ns.{p}" for p in PHASES) + reqs
+        """Counter names: events, ns.<phase>, and per request of the order
+        requests.<NAME>, cancels.async.<NAME>, cancels.backedge.<NAME>."""
+        per_request = tuple(f"{g}.{n}" for g in BIT_GROUPS for n in self.config.check_order)
+        return EVENTS + tuple(f"ns.{p}" for p in PHASES) + per_request
 
     def _column(self, name: str) -> int:
-        if name.startswith("requests."):
-            return REQ_BASE + catalogue.bit_of(name.removeprefix("requests."))
+        for i, group in enumerate(BIT_GROUPS):
+            if name.startswith(group + ".") and not name[len(group) + 1:].isdigit() \
+                    and name.count(".") == group.count(".") + 1:
+                return REQ_BASE + i * N_BITS + catalogue.bit_of(name[len(group) + 1:])
         return COLUMNS.index(name)
 
     @property

@@ -6,7 +6,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from . import catalogue
+from . import catalogue, graph
 from .validated import Validated
 
 # Guest-side sources happen only while the guest runs (a counter overflows, an instruction
@@ -109,7 +109,7 @@ class Workload(Validated):
             elif k == "irq":
                 out.add("EVENT")
             elif k == "request:noop":
-                out |= set(catalogue.NOOP_NAMES)
+                out |= set(graph.NOOP_NAMES)
             elif k.startswith("request:"):
                 out.add(k.removeprefix("request:"))
         return out

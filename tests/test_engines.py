@@ -86,3 +86,5 @@ def test_cython_columns_match_counters():
     assert _core.COLUMNS == counters.N_COLUMNS
     assert _core.EVENT_COLUMNS == len(counters.EVENTS)
     assert _core.REQUEST_BASE == counters.REQ_BASE
+    assert _core.CANCEL_ASYNC_BASE == counters.CANCEL_ASYNC_BASE
+    assert _core.CANCEL_BACKEDGE_BASE == counters.CANCEL_BACKEDGE_BASE
