@@ -70,9 +70,12 @@ CATALOGUE: tuple[Request, ...] = (
     Request("UPDATE_PROTECTED_GUEST_STATE", _arch(34), "kvm_vcpu_reset", leaves=True),
 )
 
-# Bits that exist but that vcpu_enter_guest() never consumes: UNBLOCK is cleared by
-# vcpu_run(), MCLOCK_INPROGRESS is a gate cleared by kvm_update_masterclock() on another CPU.
-NOT_CHECKED = {"UNBLOCK": 2, "MCLOCK_INPROGRESS": _arch(14)}
+# Bits that exist but that vcpu_enter_guest() never consumes: (bit, what one does while set).
+NOT_CHECKED = {
+    "UNBLOCK": (2, "cancels one VM-Enter each time it is set, then vcpu_run() clears it"),
+    "MCLOCK_INPROGRESS": (_arch(14), "cancels every VM-Enter until kvm_update_masterclock() "
+                                     "on another CPU clears it"),
+}
 
 BY_NAME: dict[str, Request] = {}
 for _r in CATALOGUE:

@@ -8,13 +8,14 @@ import os
 import sys
 import time
 
-from . import __version__, catalogue, orders
+from . import __version__, analysis, catalogue, graph, orders
 from .config import Config, resolve_order
 from .errors import ConfigError
 from .perf_format import (INTERVAL_HEADER, INTERVAL_HEADER_CPU, counter_names, csv_line,
                           event_name, interval_line, json_line, resolve_events, timestamp)
 from .scenario import Scenario
-from .simulation import Simulation
+from .simulation import Simulation, simulate
+from .source_order import order_from_source
 from .workload import PRESETS as WORKLOADS
 
 EPILOG = {
@@ -32,6 +33,22 @@ EPILOG = {
   kvmsim trace --order linux-6.6 --workload spec2017-vtune --duration 0.002 --vcpu 0
   kvmsim trace examples/pmi-trace.toml --events kvm_exit,kvm_check_request,vmx_cancel_injection
 """,
+    "orders": """examples:
+  kvmsim orders                                   # the presets
+  kvmsim orders linux-6.6                         # one preset, with bit numbers
+  kvmsim order --from-source ~/linux              # read vcpu_enter_guest() of a tree
+""",
+    "lint-order": """examples:
+  kvmsim lint-order linux-6.6                     # PMI -> NMI: exit status 1
+  kvmsim lint-order linux-6.6 --workload spec2017-vtune   # ... with its measured cost
+  kvmsim lint-order ~/linux/arch/x86/kvm/x86.c --lvtpc smi
+""",
+    "optimize": """examples:
+  kvmsim optimize --workload spec2017-vtune --from linux-6.6
+""",
+    "what-if": """examples:
+  kvmsim what-if --workload spec2017-vtune --order linux-6.6
+""",
 }
 DEFAULT_EVENTS = "probe:vmx_cancel_injection"
 TRACE_EVENTS = ("kvm_exit", "kvm_make_request", "kvm_check_request", "process_nmi",
@@ -44,7 +61,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _order(text: str) -> str | list[str]:
-    """A preset name, or NAME,NAME,...,EVENT."""
+    """A preset name, NAME,NAME,...,EVENT, or a kernel's x86.c (or tree) to read it from."""
+    if "," not in text and os.path.exists(text):
+        try:
+            return list(order_from_source(text).names(known_only=True))
+        except ValueError as e:
+            raise ConfigError([("order", str(e))]) from None
     if "," not in text:
         return text.strip()
     return [n.strip() for n in text.split(",") if n.strip()]
@@ -109,8 +131,42 @@ def parser() -> argparse.ArgumentParser:
     trace.add_argument("--events", help=f"only these events: {','.join(TRACE_EVENTS)}")
     trace.add_argument("--vcpu", type=int, help="only this vCPU")
 
-    ords = command("orders", "list the order presets, or print one with bit numbers")
+    ords = sub.add_parser("orders", aliases=["order"], help="list the order presets, print one "
+                          "with bit numbers, or read one from a kernel's x86.c",
+                          epilog=EPILOG["orders"],
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
     ords.add_argument("name", nargs="?", help="a preset or NAME,NAME,...,EVENT")
+    ords.add_argument("--from-source", metavar="PATH",
+                      help="a kernel tree or its arch/x86/kvm/x86.c")
+
+    lint = command("lint-order", "report the back edges of a check order (exit 1 if one fires)")
+    lint.add_argument("order", help="a preset, NAME,...,EVENT, a scenario file, or a kernel "
+                                    "tree / x86.c")
+    lint.add_argument("--lvtpc", choices=graph.LVTPC_MODES,
+                      help="the guest's LVTPC delivery mode (default: the workload's, or nmi)")
+    lint.add_argument("--workload", help="measure each firing back edge on this workload")
+    lint.add_argument("--duration", type=float, default=10.0,
+                      help="simulated seconds when measuring (default %(default)s)")
+    lint.add_argument("--seed", type=int, default=0)
+
+    opt = command("optimize", "the nearest order without avoidable back edges, and its gain")
+    opt.add_argument("--workload", default="spec2017-vtune",
+                     help="workload preset (default %(default)s)")
+    opt.add_argument("--from", dest="start", default="linux-6.19",
+                     help="order to start from (default %(default)s)")
+    opt.add_argument("--vendor", default="intel", choices=("intel", "amd"))
+    opt.add_argument("--duration", type=float, default=10.0,
+                     help="simulated seconds per run (default %(default)s)")
+    opt.add_argument("--seed", type=int, default=0)
+
+    wi = command("what-if", "cancelled VM-Enters per second by request and path")
+    wi.add_argument("--workload", default="spec2017-vtune",
+                    help="workload preset (default %(default)s)")
+    wi.add_argument("--order", default="linux-6.19", help="check order (default %(default)s)")
+    wi.add_argument("--vendor", default="intel", choices=("intel", "amd"))
+    wi.add_argument("--duration", type=float, default=10.0,
+                    help="simulated seconds (default %(default)s)")
+    wi.add_argument("--seed", type=int, default=0)
     return top
 
 
@@ -345,6 +401,22 @@ def cmd_trace(args, out) -> int:
 
 
 def cmd_orders(args, out) -> int:
+    if args.from_source:
+        try:
+            so = order_from_source(args.from_source)
+        except ValueError as e:
+            raise ConfigError([("--from-source", str(e))]) from None
+        print(f"# {so.path}: vcpu_enter_guest() at line {so.function_line}"
+              + (f", Linux {so.version}" if so.version else ""), file=out)
+        for i, c in enumerate(so.checks):
+            note = "" if c.known else "  (not in kvmsim's catalogue" + (
+                f"; later {c.renamed_to})" if c.renamed_to else ")")
+            print(f"{i:>3} {c.name:<30} line {c.line:>5}  {c.kind:<12}"
+                  f"{' #if ' + c.condition if c.condition else ''}{note}", file=out)
+        for w in so.warnings:
+            print(f"# warning: {w}", file=out)
+        print(",".join(so.names(known_only=True)), file=out)
+        return 0
     if args.name is None:
         for name, checks in orders.PRESETS.items():
             print(f"{name:<12} {len(checks)} checks: ... {', '.join(checks[17:22])} ...",
@@ -359,7 +431,133 @@ def cmd_orders(args, out) -> int:
     return 0
 
 
-COMMANDS = {"stat": cmd_stat, "compare": cmd_compare, "trace": cmd_trace, "orders": cmd_orders}
+def _lint_target(args):
+    """(label, order, workload or None) from a preset, list, scenario file or kernel source."""
+    if args.order.endswith(".toml"):
+        scn = Scenario.load(args.order)
+        return args.order, scn.config.check_order, scn.config.workload
+    order = _order(args.order)
+    try:
+        return (args.order if isinstance(order, str) else "order",
+                resolve_order(order), None)
+    except ValueError as e:
+        raise ConfigError([("order", str(e))]) from None
+
+
+def cmd_lint_order(args, out) -> int:
+    label, order, workload = _lint_target(args)
+    problems = []
+    if args.workload:
+        try:
+            cfg = Config(order=list(order), workload=args.workload, seed=args.seed)
+        except ConfigError as e:
+            problems += [(f"--workload" if p == "workload" else p, m) for p, m in e.problems]
+        else:
+            workload = cfg.workload
+    if not 0 < args.duration < math.inf:
+        problems.append(("--duration", f"{args.duration:g} s; must be a number > 0"))
+    if problems:
+        raise ConfigError(problems)
+    ctx = graph.Context(lvtpc=args.lvtpc or (workload.lvtpc if workload else "nmi"))
+    edges = analysis.back_edges(order, ctx)
+    measured = None
+    if workload is not None and any(b.active for b in edges):
+        res = simulate(Config(order=list(order), workload=workload, seed=args.seed),
+                       duration=args.duration)
+        measured = (res, args.workload or label)
+    print(f"# {label}: {len(order)} checks; LVTPC delivery mode {ctx.lvtpc.upper()}, "
+          f"APICv {'on' if ctx.apicv else 'off'}", file=out)
+    for b in edges:
+        e = b.edge
+        state = "FIRES" if b.active else "conditional"
+        print(f"back edge {e.src} ({b.src_pos}) -> {e.dst} ({b.dst_pos})  {state}", file=out)
+        print(f"    when: {graph.describe(e)}", file=out)
+        print(f"    via:  {e.via}  [{e.cite}]", file=out)
+        print(f"    cost: {b.cost}", file=out)
+        if measured and b.active:
+            res, name = measured
+            rate = res.totals[f"cancels.backedge.{e.dst}"] / res.duration
+            print(f"    measured on {name} ({res.duration:g} s): {rate:,.1f} cancelled "
+                  f"VM-Enters/s with {e.dst} pending", file=out)
+    for note in analysis.gates():
+        print(f"note: {note}", file=out)
+    firing = sum(b.active for b in edges)
+    print(f"{firing} back edge{'s' * (firing != 1)} fire{'s' * (firing == 1)} in this "
+          f"context{': exit status 1' if firing else ''}", file=out)
+    return 1 if firing else 0
+
+
+def cmd_optimize(args, out) -> int:
+    problems = []
+    start = _order(args.start)
+    try:
+        before = Config(order=start, workload=args.workload, seed=args.seed, vendor=args.vendor)
+    except ConfigError as e:
+        problems += [(f"--{'from' if p == 'order' else p}" if p else p, m)
+                     for p, m in e.problems]
+    if not 0 < args.duration < math.inf:
+        problems.append(("--duration", f"{args.duration:g} s; must be a number > 0"))
+    if problems:
+        raise ConfigError(problems)
+    ctx = graph.Context.of(before)
+    try:
+        order, moves = analysis.optimize(before.check_order, ctx)
+    except ValueError as e:
+        raise ConfigError([("--from", str(e))]) from None
+    label = args.start if isinstance(start, str) else "start"
+    print(f"# {label} for {args.workload} (LVTPC delivery mode {ctx.lvtpc.upper()}, "
+          f"{args.vendor})", file=out)
+    if not moves:
+        print(f"{label} has no avoidable back edge for this workload", file=out)
+        return 0
+    for m in moves:
+        print(f"move {m.name}: position {m.old_pos} -> {m.new_pos}, after {m.after}", file=out)
+    print(f"order: {','.join(order)}", file=out)
+    after = before.model_copy(update={"order": list(order)})
+    rates = [simulate(c, duration=args.duration).totals["canceled_vmenters"] / args.duration
+             for c in (before, after)]
+    print(f"{'':<12}{'cancelled VM-Enters/s':>24}", file=out)
+    print(f"{label:<12}{rates[0]:>24,.1f}", file=out)
+    print(f"{'optimized':<12}{rates[1]:>24,.1f}", file=out)
+    saved = rates[0] - rates[1]
+    share = f" ({saved / rates[0]:.1%})" if rates[0] else ""
+    print(f"{'saved':<12}{saved:>24,.1f}{share}", file=out)
+    return 0
+
+
+def cmd_what_if(args, out) -> int:
+    problems = []
+    try:
+        cfg = Config(order=_order(args.order), workload=args.workload, seed=args.seed,
+                     vendor=args.vendor)
+    except ConfigError as e:
+        problems += [(f"--{p}" if p else p, m) for p, m in e.problems]
+    if not 0 < args.duration < math.inf:
+        problems.append(("--duration", f"{args.duration:g} s; must be a number > 0"))
+    if problems:
+        raise ConfigError(problems)
+    res = simulate(cfg, duration=args.duration)
+    rows = {r.request: r for r in analysis.what_if(res)}
+    raised = cfg.workload.raised_requests()
+    print(f"# {args.workload}, {args.order}, {args.duration:g} s: cancelled VM-Enters per "
+          "second by the request pending at kvm_vcpu_exit_request()", file=out)
+    print(f"{'request':<26}{'arrived late':>14}{'back edge':>12}  raised by", file=out)
+    for n in cfg.check_order:
+        r = rows.get(n)
+        if r is None and catalogue.canonical(n) not in raised:
+            continue
+        a, b = (r.async_per_s, r.backedge_per_s) if r else (0.0, 0.0)
+        by = ", ".join(r.raised_by) if r and r.raised_by else ""
+        print(f"{n:<26}{a:>14,.1f}{b:>12,.1f}  {by}", file=out)
+    total = res.totals["canceled_vmenters"] / res.duration
+    print(f"{'cancelled VM-Enters/s':<26}{total:>14,.1f}  (a cancel with two requests "
+          "pending counts for both)", file=out)
+    return 0
+
+
+COMMANDS = {"stat": cmd_stat, "compare": cmd_compare, "trace": cmd_trace, "orders": cmd_orders,
+            "order": cmd_orders, "lint-order": cmd_lint_order, "optimize": cmd_optimize,
+            "what-if": cmd_what_if}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,6 +58,8 @@ EDGES: tuple[Edge, ...] = (
          "kvm-facts §3 (P)", per="async page-ready"),
     Edge("HV_STIMER", "EVENT", "kvm_hv_process_stimers -> SynIC message", "kvm-facts §3 (U)",
          when=("synic-message",), per="SynIC timer message"),
+    # Fires when an emulated count wraps a counter with INT set: workload-dependent, so
+    # always considered (it is a forward edge in every kernel order).
     Edge("PMU", "PMI", "kvm_pmu_handle_event -> reprogram_counter -> __kvm_perf_overflow",
          "PMU ~3,700", per="emulated counter overflow"),
     Edge("PMI", "NMI",

@@ -259,3 +259,83 @@ def test_ctrl_c_prints_completed_intervals(tmp_path):
     assert len(lines) > 10
     assert [PERF_LINE.match(line)["time"].strip() for line in lines[1:4]] == [
         "1.000000000", "2.000000000", "3.000000000"]
+
+
+SHAPES = pathlib.Path(__file__).parent / "data" / "x86c"
+
+
+def test_lint_order_names_the_hazard_and_fails(cli):
+    p = cli("lint-order", "linux-6.6")
+    assert p.returncode == 1, p.stderr
+    assert "back edge PMI (21) -> NMI (19)  FIRES" in p.stdout
+    assert "cost: one cancelled VM-Enter per PMI delivered as an NMI" in p.stdout
+    assert "back edge PMI (21) -> SMI (18)  conditional" in p.stdout
+    assert p.stdout.splitlines()[-1] == "1 back edge fires in this context: exit status 1"
+
+
+@pytest.mark.parametrize("target", ["linux-6.7", "linux-6.19", str(SHAPES / "v6.19-shape.c")])
+def test_lint_order_clean_on_later_kernels(cli, target):
+    p = cli("lint-order", target)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert not re.search(r"back edge PM[UI] ", p.stdout)
+
+
+def test_lint_order_with_lvtpc_smi(cli):
+    p = cli("lint-order", "linux-6.6", "--lvtpc", "smi")
+    assert p.returncode == 1
+    assert "PMI (21) -> SMI (18)  FIRES" in p.stdout
+    assert "PMI (21) -> NMI (19)  conditional" in p.stdout
+
+
+def test_lint_order_measures_the_cost(cli):
+    p = cli("lint-order", "linux-6.6", "--workload", "spec2017-vtune", "--duration", "2")
+    m = re.search(r"measured on spec2017-vtune \(2 s\): ([\d,.]+) cancelled", p.stdout)
+    assert p.returncode == 1 and m
+    assert 1_300 <= float(m[1].replace(",", "")) <= 1_700
+
+
+@pytest.mark.parametrize("target", [str(SHAPES / "v6.6-shape.c"),
+                                    str(EXAMPLES / "spec2017-vtune.toml")])
+def test_lint_order_reads_kernel_sources_and_scenarios(cli, target):
+    p = cli("lint-order", target)
+    assert p.returncode == 1 and "back edge PMI (21) -> NMI (19)  FIRES" in p.stdout
+
+
+def test_optimize_rediscovers_the_patch(cli):
+    p = cli("optimize", "--workload", "spec2017-vtune", "--from", "linux-6.6",
+            "--duration", "2")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[1] == "move NMI: position 19 -> 21, after PMI"
+    assert ",STEAL_UPDATE,SMI,PMU,PMI,NMI,IOAPIC_EOI_EXIT," in lines[2]
+    saved = float(lines[-1].split()[1].replace(",", ""))
+    assert 1_300 <= saved <= 1_700
+
+
+def test_optimize_clean_order(cli):
+    p = cli("optimize", "--from", "linux-6.7", "--duration", "1")
+    assert p.returncode == 0 and "no avoidable back edge" in p.stdout
+
+
+def test_what_if_table(cli):
+    p = cli("what-if", "--workload", "spec2017-vtune", "--order", "linux-6.6",
+            "--duration", "2")
+    assert p.returncode == 0, p.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in p.stdout.splitlines()[2:]}
+    assert rows["NMI"][2] == "PMI" and 1_300 <= float(rows["NMI"][1].replace(",", "")) <= 1_700
+    assert float(rows["EVENT"][0]) > 0            # IRQs landing after the EVENT check
+
+
+def test_order_from_source_feeds_simulate(cli):
+    p = cli("order", "--from-source", str(SHAPES / "v6.6-shape.c"))
+    assert p.returncode == 0, p.stderr
+    order = p.stdout.splitlines()[-1]
+    assert order.split(",") == list(kvmsim_presets()["linux-6.6"])
+    a = cli("stat", "--order", str(SHAPES / "v6.6-shape.c"), "--duration", "10")
+    b = cli("stat", "--order", "linux-6.6", "--duration", "10")
+    assert a.returncode == 0 and a.stdout == b.stdout
+
+
+def kvmsim_presets():
+    from kvmsim.orders import PRESETS
+    return PRESETS

@@ -180,3 +180,10 @@ def test_run_in_steps_equals_one_run(engine):
         stepped.run(until=until)
     assert stepped.now == 0.2
     assert (stepped.result().counts == whole.counts).all()
+
+
+def test_cancels_are_attributed_to_request_and_path(sim):
+    t = sim(pmi_only(), order="linux-6.6", duration=0.05).totals
+    assert t["cancels.backedge.NMI"] == 20 and t["cancels.async.NMI"] == 0
+    late = sim(two_requests(PASS + 21), order="linux-6.6", costs=COSTS).totals
+    assert late["cancels.async.TLB_FLUSH"] == 1 and late["cancels.backedge.TLB_FLUSH"] == 0
