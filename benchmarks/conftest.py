@@ -15,9 +15,9 @@ ORDERS = ("linux-6.6", "linux-6.7")
 CONTENDERS = ("cython", "python", "simpy")
 # Simulated seconds per timed call, sized so one call takes >= ~0.2 s on a 2-core machine.
 DURATION = {
-    "anchor": {"cython": 40.0, "python": 0.25, "simpy": 0.1},
-    "spec2017-vtune": {"cython": 100.0, "python": 0.5, "simpy": 0.2},
-    "spec2017-vtune-large": {"cython": 1.0, "python": 0.006, "simpy": 0.003},
+    "anchor": {"cython": 60.0, "python": 0.25, "simpy": 0.14},
+    "spec2017-vtune": {"cython": 200.0, "python": 0.5, "simpy": 0.3},
+    "spec2017-vtune-large": {"cython": 2.0, "python": 0.006, "simpy": 0.004},
 }
 SCENARIOS = tuple(DURATION)
 

@@ -135,6 +135,7 @@ ctypedef struct ks_vcpu:
     int64_t entry_t, guest_since, guest_exit_at
     ks_source *host
     int32_t n_host
+    int64_t next_host     # min(host[i].next_t)
     ks_source *guest
     int32_t n_guest
     bitgen_t *exit_rng

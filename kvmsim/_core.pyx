@@ -56,13 +56,14 @@ cdef inline void source_advance(ks_source *s) noexcept nogil:
         s.idx += 1
         s.next_t = s.times[s.idx] if s.idx < s.ntimes else NEVER
 
-cdef inline int64_t next_host(const ks_vcpu *v) noexcept nogil:
+cdef inline void update_next_host(ks_vcpu *v) noexcept nogil:
+    # The earliest host-side arrival, cached: the loop asks for it at every step.
     cdef int64_t t = NEVER
     cdef int i
     for i in range(v.n_host):
         if v.host[i].next_t < t:
             t = v.host[i].next_t
-    return t
+    v.next_host = t
 
 
 # --- arrivals from other CPUs -------------------------------------------------------------
@@ -74,11 +75,14 @@ cdef inline void accept_irq(ks_vcpu *v, int64_t *c) noexcept nogil:
     v.irq_pending = 1
     ks_make_request(&v.requests, EVENT_BIT)
 
-cdef void apply_host(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c) noexcept nogil:
+cdef inline void apply_host(ks_vcpu *v, const ks_params *p, int64_t t,
+                            int64_t *c) noexcept nogil:
     # kvm_make_request for every host-side arrival at or before t; the kick only matters in
     # guest mode (kvm_vcpu_kick), where the caller turns it into a VM-exit.
     cdef int i
     cdef ks_source *s
+    if v.next_host > t:
+        return
     for i in range(v.n_host):
         s = &v.host[i]
         while s.next_t <= t:
@@ -94,6 +98,7 @@ cdef void apply_host(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c) noex
                 ks_make_request(&v.requests, p.noop_bits[
                     <int>(s.rng.next_double(s.rng.state) * p.n_noop)])
             source_advance(s)
+    update_next_host(v)
 
 
 # --- the guest ----------------------------------------------------------------------------
@@ -305,7 +310,7 @@ cdef int64_t one_pass(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c,
         rm = ranks_from(v, p, pos)
         r = ctz(rm) if rm else n
         t_r = t + (r - pos) * p.cost_check
-        ta = next_host(v)
+        ta = v.next_host
         if ta <= t_r:
             # the arrival lands among the checks: those before it have run
             if ta > t and p.cost_check:
@@ -417,7 +422,7 @@ cdef void ks_vcpu_run(ks_vcpu *v, const ks_params *p, int64_t until,
         v.started = 1
         episode(v, p, 0, counts, 0)
     while True:
-        ta = next_host(v)               # a kick in guest mode: IPI -> VM-exit
+        ta = v.next_host                # a kick in guest mode: IPI -> VM-exit
         if ta < v.entry_t:
             ta = v.entry_t
         tg = next_guest_event(v, p, &exits)
@@ -500,6 +505,7 @@ cdef class Engine:
             for sp in guest:
                 self._init_source(s, sp, p.seed)
                 s += 1
+            update_next_host(v)
 
     cdef _init_source(self, ks_source *s, sp, seed):
         cdef const int64_t[::1] times = sp.times_ns
