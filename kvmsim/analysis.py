@@ -8,7 +8,7 @@ import itertools
 from dataclasses import dataclass
 
 from . import catalogue
-from .graph import EDGES, MUST_PRECEDE, Context, Edge, describe
+from .graph import EDGES, MUST_PRECEDE, Context, Edge
 from .result import Result
 
 
@@ -138,5 +138,4 @@ def what_if(result: Result) -> list[WhatIf]:
     return sorted(rows, key=lambda r: -(r.async_per_s + r.backedge_per_s))
 
 
-__all__ = ["BackEdge", "Move", "WhatIf", "back_edges", "describe", "gates", "optimize",
-           "what_if"]
+__all__ = ["BackEdge", "Move", "WhatIf", "back_edges", "gates", "optimize", "what_if"]

@@ -149,24 +149,19 @@ def parser() -> argparse.ArgumentParser:
                       help="simulated seconds when measuring (default %(default)s)")
     lint.add_argument("--seed", type=int, default=0)
 
-    opt = command("optimize", "the nearest order without avoidable back edges, and its gain")
-    opt.add_argument("--workload", default="spec2017-vtune",
-                     help="workload preset (default %(default)s)")
-    opt.add_argument("--from", dest="start", default="linux-6.19",
-                     help="order to start from (default %(default)s)")
-    opt.add_argument("--vendor", default="intel", choices=("intel", "amd"))
-    opt.add_argument("--duration", type=float, default=10.0,
-                     help="simulated seconds per run (default %(default)s)")
-    opt.add_argument("--seed", type=int, default=0)
-
-    wi = command("what-if", "cancelled VM-Enters per second by request and path")
-    wi.add_argument("--workload", default="spec2017-vtune",
-                    help="workload preset (default %(default)s)")
-    wi.add_argument("--order", default="linux-6.19", help="check order (default %(default)s)")
-    wi.add_argument("--vendor", default="intel", choices=("intel", "amd"))
-    wi.add_argument("--duration", type=float, default=10.0,
-                    help="simulated seconds (default %(default)s)")
-    wi.add_argument("--seed", type=int, default=0)
+    for name, help_, flag in (
+            ("optimize", "the nearest order without avoidable back edges, and its gain",
+             "--from"),
+            ("what-if", "cancelled VM-Enters per second by request and path", "--order")):
+        p = command(name, help_)
+        p.add_argument(flag, dest="order", default="linux-6.19",
+                       help="check order (default %(default)s)")
+        p.add_argument("--workload", default="spec2017-vtune",
+                       help="workload preset (default %(default)s)")
+        p.add_argument("--vendor", default="intel", choices=("intel", "amd"))
+        p.add_argument("--duration", type=float, default=10.0,
+                       help="simulated seconds per run (default %(default)s)")
+        p.add_argument("--seed", type=int, default=0)
     return top
 
 
@@ -487,24 +482,30 @@ def cmd_lint_order(args, out) -> int:
     return 1 if firing else 0
 
 
-def cmd_optimize(args, out) -> int:
+def _analysis_config(args, order_flag: str) -> Config:
+    """optimize and what-if: a preset workload under one order, for --duration seconds."""
     problems = []
-    start = _order(args.start)
-    try:
-        before = Config(order=start, workload=args.workload, seed=args.seed, vendor=args.vendor)
-    except ConfigError as e:
-        problems += [(f"--{'from' if p == 'order' else p}" if p else p, m)
-                     for p, m in e.problems]
     if not 0 < args.duration < math.inf:
         problems.append(("--duration", f"{args.duration:g} s; must be a number > 0"))
+    try:
+        cfg = Config(order=_order(args.order), workload=args.workload, seed=args.seed,
+                     vendor=args.vendor)
+    except ConfigError as e:
+        problems += [(order_flag if p == "order" else f"--{p}" if p else p, m)
+                     for p, m in e.problems]
     if problems:
         raise ConfigError(problems)
+    return cfg
+
+
+def cmd_optimize(args, out) -> int:
+    before = _analysis_config(args, "--from")
     ctx = graph.Context.of(before)
     try:
         order, moves = analysis.optimize(before.check_order, ctx)
     except ValueError as e:
         raise ConfigError([("--from", str(e))]) from None
-    label = args.start if isinstance(start, str) else "start"
+    label = before.order_name
     print(f"# {label} for {args.workload} (LVTPC delivery mode {ctx.lvtpc.upper()}, "
           f"{args.vendor})", file=out)
     if not moves:
@@ -526,20 +527,11 @@ def cmd_optimize(args, out) -> int:
 
 
 def cmd_what_if(args, out) -> int:
-    problems = []
-    try:
-        cfg = Config(order=_order(args.order), workload=args.workload, seed=args.seed,
-                     vendor=args.vendor)
-    except ConfigError as e:
-        problems += [(f"--{p}" if p else p, m) for p, m in e.problems]
-    if not 0 < args.duration < math.inf:
-        problems.append(("--duration", f"{args.duration:g} s; must be a number > 0"))
-    if problems:
-        raise ConfigError(problems)
+    cfg = _analysis_config(args, "--order")
     res = simulate(cfg, duration=args.duration)
     rows = {r.request: r for r in analysis.what_if(res)}
     raised = cfg.workload.raised_requests()
-    print(f"# {args.workload}, {args.order}, {args.duration:g} s: cancelled VM-Enters per "
+    print(f"# {args.workload}, {cfg.order_name}, {args.duration:g} s: cancelled VM-Enters per "
           "second by the request pending at kvm_vcpu_exit_request()", file=out)
     print(f"{'request':<26}{'arrived late':>14}{'back edge':>12}  raised by", file=out)
     for n in cfg.check_order:

@@ -212,7 +212,7 @@ def test_trace_follows_one_vmenter(cli):
 
 
 def test_progress_bar_on_a_terminal(tmp_path):
-    # stderr is a pseudo-terminal (100 columns); the run lasts ~3 s, past the 2 s delay.
+    # stderr is a pseudo-terminal (100 columns); the run lasts ~6 s, past the 2 s delay.
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
     err = bytearray()
@@ -228,9 +228,9 @@ def test_progress_bar_on_a_terminal(tmp_path):
             err.extend(chunk)
     reader = threading.Thread(target=drain)
     reader.start()
-    child = subprocess.Popen([sys.executable, "-m", "kvmsim", "stat", "--duration", "1500",
-                              "-I", "500000"], cwd=tmp_path, stdout=subprocess.PIPE,
-                             stderr=slave, text=True)
+    child = subprocess.Popen([sys.executable, "-m", "kvmsim", "stat", "--duration", "60",
+                              "--workload", "spec2017-vtune-large", "-I", "20000"],
+                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=slave, text=True)
     os.close(slave)
     out, _ = child.communicate(timeout=120)
     reader.join(timeout=10)
