@@ -131,6 +131,7 @@ ctypedef struct ks_vcpu:
     uint8_t nmi_blocked
     uint8_t irq_blocked
     uint8_t started
+    int64_t now           # simulated time this vCPU has been run to (the last `until`)
     int64_t nmi_end, irq_end
     int64_t entry_t, guest_since, guest_exit_at
     ks_source *host
@@ -141,5 +142,15 @@ ctypedef struct ks_vcpu:
     bitgen_t *exit_rng
 
 # Advance one vCPU to `until` (ns), adding into counts[interval * C_COLUMNS + column].
+# Between runs another thread may post requests with ks_make_request() and kick the vCPU
+# with ks_kick(&v.mode): a kicked vCPU in guest mode exits at `now`, as an IPI makes it.
 cdef void ks_vcpu_run(ks_vcpu *v, const ks_params *p, int64_t until,
                       int64_t *counts) noexcept nogil
+
+# The engine behind kvmsim.Simulation (sim._engine); vcpus[i] is vCPU i's state.
+cdef class Engine:
+    cdef ks_params params
+    cdef ks_vcpu *vcpus
+    cdef ks_source *sources
+    cdef int n_vcpus
+    cdef list _keep          # bit generators and trace arrays the C state points into

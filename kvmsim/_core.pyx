@@ -423,12 +423,15 @@ cdef void ks_vcpu_run(ks_vcpu *v, const ks_params *p, int64_t until,
         episode(v, p, 0, counts, 0)
     while True:
         ta = v.next_host                # a kick in guest mode: IPI -> VM-exit
+        if v.mode == EXITING_GUEST_MODE and v.now < ta:
+            ta = v.now                  # kicked between runs (ks_kick)
         if ta < v.entry_t:
             ta = v.entry_t
         tg = next_guest_event(v, p, &exits)
         t = ta if ta < tg else tg
         if t >= until:
             add_guest_time(v, p, until, counts)
+            v.now = until
             return
         if t == tg and not exits and ta > tg:
             end_handlers(v, p, t, counts + (t // p.interval_ns) * C_COLUMNS)
@@ -442,13 +445,29 @@ cdef bitgen_t *_bitgen(object bg) except NULL:
     return <bitgen_t *> PyCapsule_GetPointer(bg.capsule, "BitGenerator")
 
 
+cdef _init_source(list keep, ks_source *s, sp, seed):
+    cdef const int64_t[::1] times = sp.times_ns
+    s.kind = sp.kind
+    s.dist = sp.dist
+    s.bit = sp.bit
+    s.mean_ns = sp.mean_ns
+    s.period_ns = sp.period_ns
+    s.ntimes = len(sp.times_ns)
+    s.times = &times[0] if s.ntimes else NULL
+    s.idx = 0
+    bg = P.bit_generator(seed, sp.spawn_key)
+    keep += [bg, sp.times_ns]
+    s.rng = _bitgen(bg)
+    if s.dist == DIST_POISSON:
+        s.next_t = <int64_t>(random_standard_exponential(s.rng) * s.mean_ns)
+    elif s.dist == DIST_PERIODIC:
+        s.next_t = sp.start_ns + s.period_ns
+    else:
+        s.next_t = s.times[0] if s.ntimes else NEVER
+
+
 cdef class Engine:
-    """Owns the C state of every vCPU; run() holds no GIL."""
-    cdef ks_params params
-    cdef ks_vcpu *vcpus
-    cdef ks_source *sources
-    cdef int n_vcpus
-    cdef list _keep          # bit generators and trace arrays the C state points into
+    """Owns the C state of every vCPU (declared in _core.pxd); run() holds no GIL."""
 
     def __cinit__(self, p, int64_t interval_ns):
         cdef int i, n
@@ -499,33 +518,13 @@ cdef class Engine:
             guest = [sp for sp in mine if sp.kind < P.SRC_NMI]
             v.host, v.n_host = s, len(host)
             for sp in host:
-                self._init_source(s, sp, p.seed)
+                _init_source(self._keep, s, sp, p.seed)
                 s += 1
             v.guest, v.n_guest = s, len(guest)
             for sp in guest:
-                self._init_source(s, sp, p.seed)
+                _init_source(self._keep, s, sp, p.seed)
                 s += 1
             update_next_host(v)
-
-    cdef _init_source(self, ks_source *s, sp, seed):
-        cdef const int64_t[::1] times = sp.times_ns
-        s.kind = sp.kind
-        s.dist = sp.dist
-        s.bit = sp.bit
-        s.mean_ns = sp.mean_ns
-        s.period_ns = sp.period_ns
-        s.ntimes = len(sp.times_ns)
-        s.times = &times[0] if s.ntimes else NULL
-        s.idx = 0
-        bg = P.bit_generator(seed, sp.spawn_key)
-        self._keep += [bg, sp.times_ns]
-        s.rng = _bitgen(bg)
-        if s.dist == DIST_POISSON:
-            s.next_t = <int64_t>(random_standard_exponential(s.rng) * s.mean_ns)
-        elif s.dist == DIST_PERIODIC:
-            s.next_t = sp.start_ns + s.period_ns
-        else:
-            s.next_t = s.times[0] if s.ntimes else NEVER
 
     def __dealloc__(self):
         free(self.vcpus)
@@ -543,6 +542,14 @@ cdef class Engine:
         with nogil:
             for i in range(self.n_vcpus):
                 ks_vcpu_run(&self.vcpus[i], &self.params, until_ns, base + i * stride)
+
+    def make_request(self, int vcpu, int bit, bint kick):
+        """Another CPU posts request `bit` (kvm_make_request) and, with kick, kicks the vCPU
+        (kvm_vcpu_kick): in guest mode it exits at once. Returns whether the kick was sent."""
+        if not 0 <= vcpu < self.n_vcpus or not 0 <= bit < 64:
+            raise ValueError(f"vcpu {vcpu} / bit {bit} out of range")
+        ks_make_request(&self.vcpus[vcpu].requests, bit)
+        return bool(kick and ks_kick(&self.vcpus[vcpu].mode))
 
     def outstanding_nmis(self):
         return np.array([self.vcpus[i].nmi_queued + self.vcpus[i].nmi_pending

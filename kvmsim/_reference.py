@@ -70,6 +70,9 @@ class _VCpu:
         self.nmi_blocked = self.irq_blocked = False   # guest in its NMI / IRQ handler
         self.nmi_end = self.irq_end = NEVER
         self.started = False
+        self.in_guest = False             # vcpu->mode == IN_GUEST_MODE
+        self.kicked = False               # kvm_vcpu_kick between runs
+        self.now = 0                      # the last `until` this vCPU was run to
         self.entry_t = 0
         self.guest_since = 0
         self.guest_exit_at = NEVER
@@ -401,6 +404,7 @@ class _VCpu:
             self.guest_exit_at = t + int(self.exit_gen.standard_exponential()
                                          * p.guest_exit_mean_ns)
         self.entry_t = self.guest_since = t
+        self.in_guest = True
         return t, True
 
     def _exit_reason(self, t):
@@ -425,6 +429,7 @@ class _VCpu:
 
     def _episode(self, t, c, exited):
         """A VM-exit at t (or KVM_RUN at t = 0), then passes until a VM-Enter completes."""
+        self.in_guest = self.kicked = False
         if exited:
             if self.trace:
                 reason = self._exit_reason(t)
@@ -448,11 +453,15 @@ class _VCpu:
             self.started = True
             self._episode(0, counts[0], exited=False)
         while True:
-            ta = max(self._next_host(), self.entry_t)  # a kick: IPI -> VM-exit
+            ta = self._next_host()                   # a kick: IPI -> VM-exit
+            if self.kicked:
+                ta = min(ta, self.now)               # kicked between runs
+            ta = max(ta, self.entry_t)
             tg, exits = self._next_guest_event()
             t = min(ta, tg)
             if t >= until:
                 self._add_guest_time(counts, until)
+                self.now = until
                 return
             if t == tg and not exits and ta > tg:
                 self._end_handlers(t, counts[t // self.ivl])
@@ -475,6 +484,15 @@ class Engine:
 
     def outstanding_nmis(self) -> np.ndarray:
         return np.array([v.outstanding_nmis() for v in self.vcpus], dtype=np.int64)
+
+    def make_request(self, vcpu: int, bit: int, kick: bool) -> bool:
+        """Another CPU posts request `bit` and, with kick, kicks the vCPU: in guest mode it
+        exits at once (kvm_vcpu_kick). Returns whether the kick was sent."""
+        v = self.vcpus[vcpu]
+        v.requests |= 1 << bit
+        sent = kick and v.in_guest and not v.kicked
+        v.kicked = v.kicked or sent
+        return sent
 
     def set_trace(self, trace) -> None:
         """Call trace(t_ns, vcpu, event, fields) for each simulated event (kvmsim trace)."""

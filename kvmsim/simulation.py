@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from . import _reference
+from . import _reference, catalogue
 from . import plan as P
 from .config import Config
 from .counters import N_COLUMNS
@@ -88,6 +88,20 @@ class Simulation:
             grown = np.zeros((self._plan.vcpus, max(n, 2 * have), N_COLUMNS), dtype=np.int64)
             grown[:, :have] = self._counts
             self._counts = grown
+
+    def make_request(self, vcpu: int, request: str, kick: bool = True) -> bool:
+        """Post KVM_REQ_<request> to a vCPU from "another CPU" at `now` (kvm_make_request),
+        and kick it (kvm_vcpu_kick): a vCPU in guest mode exits at once and services it.
+        Returns whether a kick was sent (only to a vCPU in guest mode)."""
+        problems = []
+        if not (isinstance(vcpu, int) and 0 <= vcpu < self._plan.vcpus):
+            problems.append(("vcpu", f"{vcpu!r}; allowed: 0..{self._plan.vcpus - 1}"))
+        if request not in catalogue.BY_NAME or \
+                catalogue.bit_of(request) not in {int(b) for b in self._plan.order_bits}:
+            problems.append(("request", f"{request!r}; allowed: a request the order checks"))
+        if problems:
+            raise ConfigError(problems)
+        return self._engine.make_request(vcpu, catalogue.bit_of(request), kick)
 
     def result(self) -> Result:
         counts = self._counts[:, :self._intervals(self._now_ns)].copy()
