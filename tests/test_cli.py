@@ -61,7 +61,7 @@ def test_stat_several_events_with_units(cli):
     assert all(int(r["count"]) > 0 for r in rows)
 
 
-def test_stat_accepts_an_order_list(cli):
+def test_stat_order_list_must_cover_the_workload(cli):
     order = ",".join(["PMU", "PMI", "SMI", "NMI", "EVENT"])
     wl_cli = cli("stat", "--order", order, "--workload", "spec2017-vtune", "--duration", "1",
                  "-I", "1000")
