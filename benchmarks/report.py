@@ -15,7 +15,8 @@ def main(path):
             p = b["params"]
             speed.setdefault((p["scenario"], p["order"]), {})[p["contender"]] = \
                 b["extra_info"]["attempts_per_second"]
-    print("| scenario | order | Cython | Python reference | SimPy | Cython / Python | Cython / SimPy |")
+    print("| scenario | order | Cython | Python reference | SimPy | Cython / Python "
+          "| Cython / SimPy |")
     print("|---|---|---|---|---|---|---|")
     for (scenario, order), rate in speed.items():
         cy, py, sp = rate["cython"], rate["python"], rate["simpy"]

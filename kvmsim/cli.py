@@ -1,4 +1,5 @@
-"""The `kvmsim` command: stat (perf stat -I), compare, trace (trace-cmd report), orders."""
+"""The `kvmsim` command: stat (perf stat -I), compare, trace (trace-cmd report), orders,
+and the order analysis commands lint-order, optimize and what-if (docs/analysis.md)."""
 
 from __future__ import annotations
 
@@ -299,8 +300,19 @@ def cmd_stat(args, out) -> int:
     return 0
 
 
-def _looks_like_file(run: str) -> bool:
-    return run.endswith(".toml") or os.path.sep in run or os.path.isfile(run)
+def _is_scenario(run: str) -> bool:
+    return run.endswith(".toml")
+
+
+def _label(run: str) -> str:
+    """A column title: the order, the scenario file's stem, or the kernel tree's name."""
+    if not os.path.exists(run):
+        return run
+    path = os.path.abspath(run)
+    if path.endswith(os.path.join("arch", "x86", "kvm", "x86.c")):
+        path = path[:-len("/arch/x86/kvm/x86.c")]
+    name = os.path.basename(path.rstrip("/"))
+    return name.removesuffix(".toml")
 
 
 def cmd_compare(args, out) -> int:
@@ -309,7 +321,7 @@ def cmd_compare(args, out) -> int:
     if len(runs) < 2:
         problems.append(("runs", f"{' '.join(runs)!r}: give at least two orders or files"))
     events = _events(args.events, problems)
-    scns = [_scenario(args, problems, path=r) if _looks_like_file(r)
+    scns = [_scenario(args, problems, path=r) if _is_scenario(r)
             else _scenario(args, problems, order=r) for r in runs]
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)))
@@ -318,8 +330,7 @@ def cmd_compare(args, out) -> int:
         raise ConfigError([("runs", f"the runs differ in duration/interval {sorted(intervals)};"
                                     " give --duration and -I to align them")])
     results = [_simulate(s, progress=False)[0] for s in scns]
-    labels = [os.path.splitext(os.path.basename(r))[0] if _looks_like_file(r) else r
-              for r in runs]
+    labels = [_label(r) for r in runs]
     labels = [lab if len(lab) <= 18 else f"run{i + 1}" for i, lab in enumerate(labels)]
     for e in events:
         print(f"# {event_name(e)}, seed {scns[0].config.seed}, {scns[0].duration:g} s", file=out)
@@ -446,7 +457,7 @@ def cmd_lint_order(args, out) -> int:
         try:
             cfg = Config(order=list(order), workload=args.workload, seed=args.seed)
         except ConfigError as e:
-            problems += [(f"--workload" if p == "workload" else p, m) for p, m in e.problems]
+            problems += [("--workload" if p == "workload" else p, m) for p, m in e.problems]
         else:
             workload = cfg.workload
     if not 0 < args.duration < math.inf:

@@ -72,9 +72,16 @@ class Config(Validated):
                 seen.add(n)
                 todo.extend(raises.get(n, ()))
         missing = sorted(n for n in seen if catalogue.bit_of(n) not in checked)
+        problems = []
         if missing:
-            raise ValueError(f"order never checks {', '.join(missing)}, which this workload "
-                             "raises: every VM-Enter would be cancelled; add them to the order")
+            problems.append(f"order never checks {', '.join(missing)}, which this workload "
+                            "raises: every VM-Enter would be cancelled; add them to the order")
+        if any(s.kind == "request:noop" for s in self.workload.sources) and \
+                not checked & {catalogue.bit_of(n) for n in graph.NOOP_NAMES}:
+            problems.append("the workload posts request:noop but the order checks none of "
+                            f"the no-op requests ({', '.join(graph.NOOP_NAMES)})")
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @property

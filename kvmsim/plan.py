@@ -54,7 +54,8 @@ class Plan:
     handler: np.ndarray        # uint8[64]: HANDLER_* per bit
     handler_ns: np.ndarray     # int64[64]
     raises: np.ndarray         # uint64[64]: requests a no-op handler always raises
-    noop_bits: np.ndarray      # uint8[]: bits of request:noop, in catalogue order
+    noop_bits: np.ndarray      # uint8[]: what request:noop picks from: no-op requests the
+    #                            order checks, in catalogue order
     cost_vmexit: int
     cost_vmenter: int
     cost_check: int
@@ -96,6 +97,12 @@ def _source_plans(cfg: Config) -> list[SourcePlan]:
     return out
 
 
+def noop_bits(cfg: Config) -> np.ndarray:
+    checked = {catalogue.bit_of(n) for n in cfg.check_order}
+    return np.array([b for b in (catalogue.bit_of(n) for n in graph.NOOP_NAMES) if b in checked],
+                    dtype=np.uint8)
+
+
 def build(cfg: Config) -> Plan:
     order = cfg.check_order
     order_bits = np.array([catalogue.bit_of(n) for n in order], dtype=np.uint8)
@@ -116,7 +123,7 @@ def build(cfg: Config) -> Plan:
     return Plan(
         vcpus=wl.vcpus, seed=cfg.seed, order_bits=order_bits, rank=rank, handler=handler,
         handler_ns=handler_ns, raises=raises,
-        noop_bits=np.array([catalogue.bit_of(n) for n in graph.NOOP_NAMES], np.uint8),
+        noop_bits=noop_bits(cfg),
         cost_vmexit=c.vmexit, cost_vmenter=c.vmenter, cost_check=c.check,
         cost_event=c.event, cost_state_load=c.state_load, cost_cancel=c.cancel,
         intel=cfg.vendor == "intel", lvtpc=LVTPC_CODE[wl.lvtpc],

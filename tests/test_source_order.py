@@ -267,7 +267,8 @@ def _real_trees():
     env = os.environ.get("KVMSIM_KERNEL_TREE")
     if env:
         return env.split(os.pathsep)
-    return [str(Path(f).parents[3]) for f in sorted(glob.glob("/usr/src/linux*/arch/x86/kvm/x86.c"))]
+    found = sorted(glob.glob("/usr/src/linux*/arch/x86/kvm/x86.c"))
+    return [str(Path(f).parents[3]) for f in found]
 
 
 @pytest.mark.parametrize("tree", _real_trees() or [pytest.param(None, marks=pytest.mark.skip(
