@@ -16,3 +16,4 @@ def test_python_example_runs(monkeypatch):
     assert scope["sim"].now == 0.1
     assert scope["res"].totals["canceled_vmenters"] > 13_000 * 6
     assert scope["back"].totals == scope["res"].totals
+    assert [(m.name, m.after) for m in scope["moves"]] == [("NMI", "PMI")]
