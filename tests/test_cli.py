@@ -198,6 +198,10 @@ def test_compare_scenario_files_and_plot(cli, tmp_path):
     from PIL import Image
     with Image.open(png) as im:
         assert im.format == "PNG" and im.size == (800, 450)
+        colors = {c for _, c in im.convert("RGB").getcolors(maxcolors=1 << 20)}
+    # One line per run, in matplotlib's first three series colours (C0, C1, C2), no fourth.
+    series = [(0x1F, 0x77, 0xB4), (0xFF, 0x7F, 0x0E), (0x2C, 0xA0, 0x2C), (0xD6, 0x27, 0x28)]
+    assert [c in colors for c in series] == [True, True, True, False]
 
 
 def test_trace_follows_one_vmenter(cli):
