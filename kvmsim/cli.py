@@ -4,7 +4,6 @@ and the order analysis commands lint-order, optimize and what-if (docs/analysis.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -12,6 +11,7 @@ import time
 from . import __version__, analysis, catalogue, graph, orders
 from .config import Config, resolve_order
 from .errors import ConfigError
+from .limits import MAX_SECONDS
 from .perf_format import (INTERVAL_HEADER, INTERVAL_HEADER_CPU, counter_names, csv_line,
                           event_name, interval_line, json_line, resolve_events, timestamp)
 from .scenario import Scenario
@@ -195,12 +195,14 @@ def _scenario(args, problems, order=None, path=None, duration=60.0) -> Scenario 
     bad = len(problems)
     if args.duration is not None:
         run["duration"] = args.duration
-        if not 0 < args.duration < math.inf:
-            problems.append(("--duration", f"{args.duration:g} s; must be a number > 0"))
+        if not 0 < args.duration <= MAX_SECONDS:
+            problems.append(("--duration", f"{args.duration:g} s; must be a number > 0 and "
+                                           f"<= {MAX_SECONDS:g}"))
     if getattr(args, "interval", None) is not None:
         run["interval"] = args.interval / 1000
-        if args.interval <= 0:
-            problems.append(("-I", f"{args.interval} ms; must be > 0"))
+        if not 0 < args.interval <= MAX_SECONDS * 1000:
+            problems.append(("-I", f"{args.interval} ms; must be > 0 and <= "
+                                   f"{MAX_SECONDS * 1000:g}"))
     try:
         config = Config(**data)
     except ConfigError as e:
@@ -460,8 +462,9 @@ def cmd_lint_order(args, out) -> int:
             problems += [("--workload" if p == "workload" else p, m) for p, m in e.problems]
         else:
             workload = cfg.workload
-    if not 0 < args.duration < math.inf:
-        problems.append(("--duration", f"{args.duration:g} s; must be a number > 0"))
+    if not 0 < args.duration <= MAX_SECONDS:
+        problems.append(("--duration", f"{args.duration:g} s; must be a number > 0 and "
+                                       f"<= {MAX_SECONDS:g}"))
     if problems:
         raise ConfigError(problems)
     ctx = graph.Context(lvtpc=args.lvtpc or (workload.lvtpc if workload else "nmi"))
@@ -496,8 +499,9 @@ def cmd_lint_order(args, out) -> int:
 def _analysis_config(args, order_flag: str) -> Config:
     """optimize and what-if: a preset workload under one order, for --duration seconds."""
     problems = []
-    if not 0 < args.duration < math.inf:
-        problems.append(("--duration", f"{args.duration:g} s; must be a number > 0"))
+    if not 0 < args.duration <= MAX_SECONDS:
+        problems.append(("--duration", f"{args.duration:g} s; must be a number > 0 and "
+                                       f"<= {MAX_SECONDS:g}"))
     try:
         cfg = Config(order=_order(args.order), workload=args.workload, seed=args.seed,
                      vendor=args.vendor)

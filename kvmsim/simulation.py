@@ -12,6 +12,7 @@ from . import plan as P
 from .config import Config
 from .counters import N_COLUMNS
 from .errors import ConfigError
+from .limits import MAX_SECONDS
 from .result import Result
 
 
@@ -23,9 +24,10 @@ def _engine_class(name: str):
 
 
 def _check_times(**values) -> None:
-    problems = [(k, f"must be a number > 0 seconds (got {v!r})") for k, v in values.items()
+    problems = [(k, f"must be a number of seconds > 0 and <= {MAX_SECONDS:g} (got {v!r})")
+                for k, v in values.items()
                 if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v)
-                                          and v > 0)]
+                                          and 0 < v <= MAX_SECONDS)]
     if problems:
         raise ConfigError(problems)
 

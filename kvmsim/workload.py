@@ -7,6 +7,7 @@ from typing import Annotated, Literal, Union
 from pydantic import Field, field_validator, model_validator
 
 from . import catalogue
+from .limits import MAX_RATE, MAX_SECONDS
 from .validated import Validated
 
 # Guest-side sources happen only while the guest runs (a counter overflows, an instruction
@@ -52,25 +53,27 @@ class Trace(_Source):
     @field_validator("times")
     @classmethod
     def _ordered(cls, v: list[float]) -> list[float]:
-        problems = [f"times[{i}] = {t!r} is negative" for i, t in enumerate(v) if t < 0]
+        problems = [f"times[{i}] = {t!r} is outside 0..{MAX_SECONDS:g}" for i, t in enumerate(v)
+                    if not 0 <= t <= MAX_SECONDS]
         problems += [f"times[{i}] = {v[i]!r} comes before times[{i - 1}] = {v[i - 1]!r}"
                      for i in range(1, len(v)) if v[i] < v[i - 1]]
         if problems:
-            raise ValueError("; ".join(problems) + "; times must be >= 0 and non-decreasing")
+            raise ValueError("; ".join(problems) + "; times must be seconds in "
+                             f"0..{MAX_SECONDS:g}, non-decreasing")
         return v
 
 
 class Poisson(_Source):
     """Arrivals with exponential gaps of mean 1/rate (rate per second, per vCPU)."""
     type: Literal["poisson"] = "poisson"
-    rate: float = Field(gt=0)
+    rate: float = Field(gt=0, le=MAX_RATE)
 
 
 class Periodic(_Source):
     """Arrivals at start + k * period, k = 1, 2, ... (seconds)."""
     type: Literal["periodic"] = "periodic"
-    period: float = Field(gt=0)
-    start: float = Field(0.0, ge=0)
+    period: float = Field(gt=0, le=MAX_SECONDS)
+    start: float = Field(0.0, ge=0, le=MAX_SECONDS)
 
 
 Source = Annotated[Union[Trace, Poisson, Periodic], Field(discriminator="type")]
@@ -80,13 +83,15 @@ class Workload(Validated):
     """The guest and the traffic aimed at it. Rates are per vCPU."""
 
     vcpus: int = Field(1, ge=1, le=4096)
-    guest_exit_rate: float = Field(0.0, ge=0, description="guest-initiated exits per second; "
-                                                          "guest runs are exponential")
+    guest_exit_rate: float = Field(0.0, ge=0, le=MAX_RATE,
+                                   description="guest-initiated exits per second; guest runs "
+                                               "are exponential")
     sources: list[Source] = Field(default_factory=list)
     lvtpc: Literal["nmi", "fixed", "smi", "masked"] = Field(
         "nmi", description="LVTPC delivery mode the guest programs (VTune, perf: nmi)")
-    nmi_handler: float = Field(5e-6, ge=0, description="guest NMI handler time until IRET, s")
-    irq_handler: float = Field(2e-6, ge=0, description="guest IRQ handler time, s")
+    nmi_handler: float = Field(5e-6, ge=0, le=1.0,
+                               description="guest NMI handler time until IRET, s")
+    irq_handler: float = Field(2e-6, ge=0, le=1.0, description="guest IRQ handler time, s")
 
     @model_validator(mode="after")
     def _vcpu_in_range(self) -> Workload:
