@@ -13,6 +13,7 @@ from numpy.random.c_distributions cimport random_standard_exponential
 
 import numpy as np
 
+from . import catalogue
 from . import plan as P
 
 cdef extern from "<stdint.h>":
@@ -38,6 +39,8 @@ cdef enum:
 
 assert (SRC_NMI, SRC_REQUEST_NOOP, DIST_TRACE, H_EVENT) == (
     P.SRC_NMI, P.SRC_REQUEST_NOOP, P.DIST_TRACE, P.HANDLER_EVENT)
+assert (EVENT_BIT, NMI_BIT, PMU_BIT, PMI_BIT, SMI_BIT) == tuple(
+    map(catalogue.bit_of, ("EVENT", "NMI", "PMU", "PMI", "SMI")))
 
 COLUMNS = C_COLUMNS
 EVENT_COLUMNS = C_NS_GUEST

@@ -10,12 +10,11 @@ from __future__ import annotations
 import numpy as np
 
 from . import plan as P
-from .catalogue import BY_BIT
+from .catalogue import BY_BIT, bit_of
 from .counters import CANCEL_ASYNC_BASE, CANCEL_BACKEDGE_BASE, EV, PH, REQ_BASE
 
 NEVER = int(P.NEVER)
-EVENT_BIT = 14  # KVM_REQ_EVENT
-NMI_BIT, PMU_BIT, PMI_BIT, SMI_BIT = 17, 18, 19, 20
+EVENT_BIT, NMI_BIT, PMU_BIT, PMI_BIT, SMI_BIT = map(bit_of, ("EVENT", "NMI", "PMU", "PMI", "SMI"))
 ENTRY_NONE, ENTRY_NMI, ENTRY_IRQ = 0, 1, 2
 
 
