@@ -130,7 +130,8 @@ ctypedef struct ks_vcpu:
     uint8_t emul_overflow
     uint8_t nmi_blocked
     uint8_t irq_blocked
-    uint8_t started
+    uint8_t in_host       # between a VM-exit (or KVM_RUN) and the VM-Enter that ends it
+    int64_t pass_at       # when in_host: the time the next pass starts
     int64_t now           # simulated time this vCPU has been run to (the last `until`)
     int64_t nmi_end, irq_end
     int64_t entry_t, guest_since, guest_exit_at

@@ -50,9 +50,13 @@ CANCEL_BACKEDGE_BASE = C_CANCEL_BACKEDGE_BASE
 
 
 # --- sources ------------------------------------------------------------------------------
+cdef inline int64_t after(int64_t t, double gap) noexcept nogil:
+    # t + gap, where a gap of 2**62 ns or more means "never" (and cannot overflow int64)
+    return NEVER if gap >= 4611686018427387904.0 else t + <int64_t>gap
+
 cdef inline void source_advance(ks_source *s) noexcept nogil:
     if s.dist == DIST_POISSON:
-        s.next_t += <int64_t>(random_standard_exponential(s.rng) * s.mean_ns)
+        s.next_t = after(s.next_t, random_standard_exponential(s.rng) * s.mean_ns)
     elif s.dist == DIST_PERIODIC:
         s.next_t += s.period_ns
     else:
@@ -344,7 +348,7 @@ cdef int64_t one_pass(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c,
     v.mode = IN_GUEST_MODE
     apply_host(v, p, t, c)
     c[C_VMENTER_ATTEMPTS] += 1
-    if ks_request_pending(&v.requests) or v.mode == EXITING_GUEST_MODE:
+    if ks_request_pending(&v.requests):
         # cancel_injection: vmx_cancel_injection puts the written event back as injected
         v.mode = OUTSIDE_GUEST_MODE
         c[C_CANCELED_VMENTERS] += 1
@@ -379,29 +383,39 @@ cdef int64_t one_pass(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c,
         v.irq_end = t + p.irq_handler_ns
     v.entry_event = ENTRY_NONE
     if p.guest_exit_mean_ns > 0:
-        v.guest_exit_at = t + <int64_t>(random_standard_exponential(v.exit_rng)
-                                        * p.guest_exit_mean_ns)
+        v.guest_exit_at = after(t, random_standard_exponential(v.exit_rng)
+                                * p.guest_exit_mean_ns)
     v.entry_t = t
     v.guest_since = t
     entered[0] = 1
     return t
 
-cdef inline void episode(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c,
-                         bint exited) noexcept nogil:
-    # A VM-exit at t (or KVM_RUN at t = 0), then passes until a VM-Enter completes.
+cdef inline int64_t vm_exit(ks_vcpu *v, const ks_params *p, int64_t t,
+                            int64_t *c) noexcept nogil:
+    # A VM-exit at t; returns when vcpu_enter_guest() starts its first pass.
+    v.mode = OUTSIDE_GUEST_MODE
+    c[C_VMEXITS] += 1
+    if v.immediate_exit:
+        c[C_IMMEDIATE_EXITS] += 1
+        v.immediate_exit = 0
+    apply_guest(v, p, t, c)
+    apply_host(v, p, t, c)
+    c[C_NS_VMEXIT] += p.cost_vmexit
+    return t + p.cost_vmexit
+
+cdef inline bint passes(ks_vcpu *v, const ks_params *p, int64_t until,
+                        int64_t *counts) noexcept nogil:
+    # Passes (vcpu_run's loop) from pass_at until a VM-Enter completes: true; or until
+    # `until` comes first, as it does while every entry keeps being cancelled: false.
+    cdef int64_t t = v.pass_at
     cdef bint entered = 0
-    if exited:
-        c[C_VMEXITS] += 1
-        if v.immediate_exit:
-            c[C_IMMEDIATE_EXITS] += 1
-            v.immediate_exit = 0
-        apply_guest(v, p, t, c)
-        apply_host(v, p, t, c)
-        t += p.cost_vmexit
-        c[C_NS_VMEXIT] += p.cost_vmexit
-        v.mode = OUTSIDE_GUEST_MODE
-    while not entered:
-        t = one_pass(v, p, t, c, &entered)
+    while t < until:
+        t = one_pass(v, p, t, counts + (t // p.interval_ns) * C_COLUMNS, &entered)
+        if entered:
+            v.in_host = 0
+            return 1
+    v.pass_at = t
+    return 0
 
 cdef inline void add_guest_time(ks_vcpu *v, const ks_params *p, int64_t t1,
                                 int64_t *counts) noexcept nogil:
@@ -421,10 +435,10 @@ cdef void ks_vcpu_run(ks_vcpu *v, const ks_params *p, int64_t until,
                       int64_t *counts) noexcept nogil:
     cdef int64_t ta, tg, t
     cdef bint exits
-    if not v.started:
-        v.started = 1
-        episode(v, p, 0, counts, 0)
     while True:
+        if v.in_host and not passes(v, p, until, counts):
+            v.now = until
+            return
         ta = v.next_host                # a kick in guest mode: IPI -> VM-exit
         if v.mode == EXITING_GUEST_MODE and v.now < ta:
             ta = v.now                  # kicked between runs (ks_kick)
@@ -440,7 +454,8 @@ cdef void ks_vcpu_run(ks_vcpu *v, const ks_params *p, int64_t until,
             end_handlers(v, p, t, counts + (t // p.interval_ns) * C_COLUMNS)
             continue
         add_guest_time(v, p, t, counts)
-        episode(v, p, t, counts + (t // p.interval_ns) * C_COLUMNS, 1)
+        v.pass_at = vm_exit(v, p, t, counts + (t // p.interval_ns) * C_COLUMNS)
+        v.in_host = 1
 
 
 # --- Python side --------------------------------------------------------------------------
@@ -462,7 +477,7 @@ cdef _init_source(list keep, ks_source *s, sp, seed):
     keep += [bg, sp.times_ns]
     s.rng = _bitgen(bg)
     if s.dist == DIST_POISSON:
-        s.next_t = <int64_t>(random_standard_exponential(s.rng) * s.mean_ns)
+        s.next_t = after(0, random_standard_exponential(s.rng) * s.mean_ns)
     elif s.dist == DIST_PERIODIC:
         s.next_t = sp.start_ns + s.period_ns
     else:
@@ -513,6 +528,7 @@ cdef class Engine:
         for i in range(p.vcpus):
             v = &self.vcpus[i]
             v.nmi_end = v.irq_end = v.guest_exit_at = NEVER
+            v.in_host = 1               # KVM_RUN: the first pass starts at t = 0
             bg = P.bit_generator(p.seed, (i, 0))
             self._keep.append(bg)
             v.exit_rng = _bitgen(bg)

@@ -14,6 +14,11 @@ from .catalogue import BY_BIT, bit_of
 from .counters import CANCEL_ASYNC_BASE, CANCEL_BACKEDGE_BASE, EV, PH, REQ_BASE
 
 NEVER = int(P.NEVER)
+MAX_GAP = float(2 ** 62)   # a longer exponential gap means "never" (and cannot overflow int64)
+
+
+def _after(t: int, gap: float) -> int:
+    return NEVER if gap >= MAX_GAP else t + int(gap)
 EVENT_BIT, NMI_BIT, PMU_BIT, PMI_BIT, SMI_BIT = map(bit_of, ("EVENT", "NMI", "PMU", "PMI", "SMI"))
 ENTRY_NONE, ENTRY_NMI, ENTRY_IRQ = 0, 1, 2
 
@@ -27,7 +32,7 @@ class _Source:
         self.idx = 0
         self.gen = np.random.Generator(P.bit_generator(seed, sp.spawn_key))
         if self.dist == P.DIST_POISSON:
-            self.next_t = int(self.gen.standard_exponential() * self.mean)
+            self.next_t = _after(0, self.gen.standard_exponential() * self.mean)
         elif self.dist == P.DIST_PERIODIC:
             self.next_t = sp.start_ns + self.period
         else:
@@ -35,7 +40,7 @@ class _Source:
 
     def advance(self):
         if self.dist == P.DIST_POISSON:
-            self.next_t += int(self.gen.standard_exponential() * self.mean)
+            self.next_t = _after(self.next_t, self.gen.standard_exponential() * self.mean)
         elif self.dist == P.DIST_PERIODIC:
             self.next_t += self.period
         else:
@@ -68,7 +73,7 @@ class _VCpu:
         self.emul_overflow = False        # an emulated count wrapped the counter
         self.nmi_blocked = self.irq_blocked = False   # guest in its NMI / IRQ handler
         self.nmi_end = self.irq_end = NEVER
-        self.started = False
+        self.pass_at = 0                  # in the host, the next pass starts then (None: guest)
         self.in_guest = False             # vcpu->mode == IN_GUEST_MODE
         self.kicked = False               # kvm_vcpu_kick between runs
         self.now = 0                      # the last `until` this vCPU was run to
@@ -400,8 +405,8 @@ class _VCpu:
             self.irq_blocked, self.irq_end = True, t + p.irq_handler_ns
         self.entry_event = ENTRY_NONE
         if p.guest_exit_mean_ns:
-            self.guest_exit_at = t + int(self.exit_gen.standard_exponential()
-                                         * p.guest_exit_mean_ns)
+            self.guest_exit_at = _after(t, self.exit_gen.standard_exponential()
+                                        * p.guest_exit_mean_ns)
         self.entry_t = self.guest_since = t
         self.in_guest = True
         return t, True
@@ -426,32 +431,40 @@ class _VCpu:
             return "INTERRUPT_WINDOW"
         return "NMI_WINDOW" if self.nmi_window else "MSR_WRITE"
 
-    def _episode(self, t, c, exited):
-        """A VM-exit at t (or KVM_RUN at t = 0), then passes until a VM-Enter completes."""
+    def _exit(self, t, c):
+        """A VM-exit at t; returns when vcpu_enter_guest() starts its first pass."""
         self.in_guest = self.kicked = False
-        if exited:
-            if self.trace:
-                reason = self._exit_reason(t)
-            c[EV["vmexits"]] += 1
-            if self.immediate_exit:
-                c[EV["immediate_exits"]] += 1
-                self.immediate_exit = False
-            self._apply_guest(t, c)
-            self._apply_host(t, c)
-            if self.trace:
-                self.trace(t, self.index, "kvm_exit", f"reason {reason} requests "
-                           f"{self.requests:#x}")
-            t += self.p.cost_vmexit
-            c[PH["vmexit"]] += self.p.cost_vmexit
-        entered = False
-        while not entered:
-            t, entered = self._pass(t, c)
+        if self.trace:
+            reason = self._exit_reason(t)
+        c[EV["vmexits"]] += 1
+        if self.immediate_exit:
+            c[EV["immediate_exits"]] += 1
+            self.immediate_exit = False
+        self._apply_guest(t, c)
+        self._apply_host(t, c)
+        if self.trace:
+            self.trace(t, self.index, "kvm_exit", f"reason {reason} requests "
+                       f"{self.requests:#x}")
+        c[PH["vmexit"]] += self.p.cost_vmexit
+        return t + self.p.cost_vmexit
+
+    def _passes(self, until, counts):
+        """Passes (vcpu_run's loop) from pass_at until a VM-Enter completes: True; or until
+        `until` comes first, as it does while every entry keeps being cancelled: False."""
+        t = self.pass_at
+        while t < until:
+            t, entered = self._pass(t, counts[t // self.ivl])
+            if entered:
+                self.pass_at = None
+                return True
+        self.pass_at = t
+        return False
 
     def run(self, until, counts):
-        if not self.started:
-            self.started = True
-            self._episode(0, counts[0], exited=False)
         while True:
+            if self.pass_at is not None and not self._passes(until, counts):
+                self.now = until
+                return
             ta = self._next_host()                   # a kick: IPI -> VM-exit
             if self.kicked:
                 ta = min(ta, self.now)               # kicked between runs
@@ -466,7 +479,7 @@ class _VCpu:
                 self._end_handlers(t, counts[t // self.ivl])
                 continue
             self._add_guest_time(counts, t)
-            self._episode(t, counts[t // self.ivl], exited=True)
+            self.pass_at = self._exit(t, counts[t // self.ivl])
 
     def outstanding_nmis(self):
         return self.nmi_queued + self.nmi_pending + int(self.nmi_injected)
