@@ -11,7 +11,7 @@ import time
 from . import __version__, analysis, catalogue, graph, orders
 from .config import Config, resolve_order
 from .errors import ConfigError
-from .limits import MAX_SECONDS
+from .limits import MAX_SECONDS, MIN_SECONDS
 from .perf_format import (INTERVAL_HEADER, INTERVAL_HEADER_CPU, counter_names, csv_line,
                           event_name, interval_line, json_line, resolve_events, timestamp)
 from .scenario import Scenario
@@ -63,7 +63,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _order(text: str) -> str | list[str]:
     """A preset name, NAME,NAME,...,EVENT, or a kernel's x86.c (or tree) to read it from."""
-    if "," not in text and os.path.exists(text):
+    if "," not in text and text not in orders.PRESETS and os.path.exists(text):
         try:
             return list(order_from_source(text).names(known_only=True))
         except ValueError as e:
@@ -71,6 +71,14 @@ def _order(text: str) -> str | list[str]:
     if "," not in text:
         return text.strip()
     return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def _check_seconds(value: float, flag: str, problems, unit: str = "s") -> None:
+    """A duration flag in range; -I is in ms, so its unit scales the bounds."""
+    scale = 1000 if unit == "ms" else 1
+    if not MIN_SECONDS * scale <= value <= MAX_SECONDS * scale:
+        problems.append((flag, f"{value:g} {unit}; allowed: {MIN_SECONDS * scale:g} to "
+                               f"{MAX_SECONDS * scale:g} {unit}"))
 
 
 def _run_flags(p: argparse.ArgumentParser, duration_help: str) -> None:
@@ -167,7 +175,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 # --- from flags and files to a Scenario ------------------------------------------------------
-def _scenario(args, problems, order=None, path=None, duration=60.0) -> Scenario | None:
+def _scenario(args, problems, order=None, path=None, duration=60.0,
+              order_flag="--order") -> Scenario | None:
     """The scenario a file and the flags describe; problems are appended, all at once."""
     path = path or getattr(args, "scenario", None)
     if path:
@@ -195,20 +204,21 @@ def _scenario(args, problems, order=None, path=None, duration=60.0) -> Scenario 
     bad = len(problems)
     if args.duration is not None:
         run["duration"] = args.duration
-        if not 0 < args.duration <= MAX_SECONDS:
-            problems.append(("--duration", f"{args.duration:g} s; must be a number > 0 and "
-                                           f"<= {MAX_SECONDS:g}"))
+        _check_seconds(args.duration, "--duration", problems)
     if getattr(args, "interval", None) is not None:
         run["interval"] = args.interval / 1000
-        if not 0 < args.interval <= MAX_SECONDS * 1000:
-            problems.append(("-I", f"{args.interval} ms; must be > 0 and <= "
-                                   f"{MAX_SECONDS * 1000:g}"))
+        _check_seconds(args.interval, "-I", problems, unit="ms")
     try:
         config = Config(**data)
     except ConfigError as e:
         for p, m in e.problems:
-            top = "vcpus" if p.startswith("workload.vcpus") else p.split(".")[0]
-            problems.append((f"--{top}" if top in given else p, m))
+            top = p.split(".")[0]
+            if "vcpus" in given and top == "workload":
+                problems.append((f"--vcpus ({p})", m))
+            elif top == "order" and "order" in given:
+                problems.append((order_flag, m))
+            else:
+                problems.append((f"--{top}" if top in given else p, m))
         return None
     return None if len(problems) > bad else Scenario(config=config, **run)
 
@@ -280,12 +290,17 @@ def cmd_stat(args, out) -> int:
         problems.append(("-j", "cannot be combined with -x; pick one format"))
     events = _events(args.events, problems)
     scn = _scenario(args, problems)
+    dest = out
+    if args.output:
+        try:
+            dest = open(args.output, "w")
+        except OSError as e:
+            problems.append(("-o", f"cannot write {args.output}: {e.strerror}"))
     if problems:
         raise ConfigError(problems)
     res, interrupted = _simulate(scn, not args.no_progress)
     # Only whole intervals are printed (perf prints an interval when its timer fires).
-    complete = len(res.times) if not interrupted else int(res.duration // res.interval + 1e-9)
-    dest = open(args.output, "w") if args.output else out
+    complete = len(res.times) if not interrupted else int(res.duration / res.interval + 1e-9)
     try:
         if args.output:
             print(f"# started on {time.ctime()}\n", file=dest)
@@ -324,7 +339,9 @@ def cmd_compare(args, out) -> int:
         problems.append(("runs", f"{' '.join(runs)!r}: give at least two orders or files"))
     events = _events(args.events, problems)
     scns = [_scenario(args, problems, path=r) if _is_scenario(r)
-            else _scenario(args, problems, order=r) for r in runs]
+            else _scenario(args, problems, order=r, order_flag=f"runs: {r}") for r in runs]
+    if args.plot and not os.path.isdir(os.path.dirname(os.path.abspath(args.plot))):
+        problems.append(("--plot", f"cannot write {args.plot}: no such directory"))
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)))
     intervals = {(s.duration, s.interval) for s in scns}
@@ -337,8 +354,9 @@ def cmd_compare(args, out) -> int:
     for e in events:
         print(f"# {event_name(e)}, seed {scns[0].config.seed}, {scns[0].duration:g} s", file=out)
         print("#           time " + " ".join(f"{lab:>18}" for lab in labels), file=out)
+        series = [r.counts[:, :, r._column(e)].sum(axis=0) for r in results]
         for i, t in enumerate(results[0].times):
-            row = " ".join(f"{int(r.intervals[e][i]):>18}" for r in results)
+            row = " ".join(f"{int(c[i]):>18}" for c in series)
             print(f"{timestamp(round(t * 1e9))} {row}", file=out)
         totals = [r.totals[e] for r in results]
         print(f"{'total':>16} " + " ".join(f"{v:>18}" for v in totals), file=out)
@@ -364,8 +382,12 @@ def _plot(results, labels, counter, path) -> None:
         ax.set_yscale("log")
     ax.set_title(f"{event_name(counter)} per {results[0].interval:g} s")
     ax.legend()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=100)
+    except OSError as e:
+        raise ConfigError([("--plot", f"cannot write {path}: {e.strerror}")]) from None
+    finally:
+        plt.close(fig)
 
 
 class _Enough(Exception):
@@ -462,15 +484,15 @@ def cmd_lint_order(args, out) -> int:
             problems += [("--workload" if p == "workload" else p, m) for p, m in e.problems]
         else:
             workload = cfg.workload
-    if not 0 < args.duration <= MAX_SECONDS:
-        problems.append(("--duration", f"{args.duration:g} s; must be a number > 0 and "
-                                       f"<= {MAX_SECONDS:g}"))
+    _check_seconds(args.duration, "--duration", problems)
     if problems:
         raise ConfigError(problems)
     ctx = graph.Context(lvtpc=args.lvtpc or (workload.lvtpc if workload else "nmi"))
     edges = analysis.back_edges(order, ctx)
     measured = None
     if workload is not None and any(b.active for b in edges):
+        # Measure in the context linted: --lvtpc overrides the workload's mode.
+        workload = workload.model_copy(update={"lvtpc": ctx.lvtpc})
         res = simulate(Config(order=list(order), workload=workload, seed=args.seed),
                        duration=args.duration)
         measured = (res, args.workload or label)
@@ -499,9 +521,7 @@ def cmd_lint_order(args, out) -> int:
 def _analysis_config(args, order_flag: str) -> Config:
     """optimize and what-if: a preset workload under one order, for --duration seconds."""
     problems = []
-    if not 0 < args.duration <= MAX_SECONDS:
-        problems.append(("--duration", f"{args.duration:g} s; must be a number > 0 and "
-                                       f"<= {MAX_SECONDS:g}"))
+    _check_seconds(args.duration, "--duration", problems)
     try:
         cfg = Config(order=_order(args.order), workload=args.workload, seed=args.seed,
                      vendor=args.vendor)

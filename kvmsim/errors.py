@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 
-_UNION_TAGS = ("trace", "poisson", "periodic")
+_UNION_TAGS = ("trace", "poisson", "periodic", "str", "list[str]")
 
 
 class ConfigError(ValueError):
@@ -19,7 +19,7 @@ class ConfigError(ValueError):
     def from_pydantic(cls, err: ValidationError, prefix: str = "") -> ConfigError:
         problems = []
         for e in err.errors(include_url=False):
-            # Drop the tag pydantic adds inside a discriminated union (sources.1.poisson.rate).
+            # Drop the member names pydantic adds inside unions (sources.1.poisson.rate).
             loc = [p for p in e["loc"] if p not in _UNION_TAGS]
             path = ".".join(str(p) for p in (prefix, *loc) if p != "")
             inner = e.get("ctx", {}).get("error")

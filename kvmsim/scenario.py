@@ -25,7 +25,7 @@ from pydantic import Field
 
 from .config import Config
 from .errors import ConfigError
-from .limits import MAX_SECONDS
+from .limits import MAX_SECONDS, MIN_SECONDS
 from .result import Result
 from .simulation import simulate
 from .validated import Validated
@@ -35,8 +35,10 @@ RUN_KEYS = ("duration", "interval")
 
 class Scenario(Validated):
     config: Config = Field(default_factory=Config)
-    duration: float = Field(60.0, gt=0, le=MAX_SECONDS, description="simulated seconds")
-    interval: float = Field(10.0, gt=0, le=MAX_SECONDS, description="seconds per interval")
+    duration: float = Field(60.0, ge=MIN_SECONDS, le=MAX_SECONDS,
+                            description="simulated seconds")
+    interval: float = Field(10.0, ge=MIN_SECONDS, le=MAX_SECONDS,
+                            description="seconds per interval")
 
     @classmethod
     def from_toml(cls, text: str, source: str = "<string>") -> Scenario:

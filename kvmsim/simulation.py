@@ -12,7 +12,7 @@ from . import plan as P
 from .config import Config
 from .counters import N_COLUMNS
 from .errors import ConfigError
-from .limits import MAX_SECONDS
+from .limits import MAX_COUNTS_BYTES, MAX_SECONDS, MIN_SECONDS
 from .result import Result
 
 
@@ -24,10 +24,11 @@ def _engine_class(name: str):
 
 
 def _check_times(**values) -> None:
-    problems = [(k, f"must be a number of seconds > 0 and <= {MAX_SECONDS:g} (got {v!r})")
+    problems = [(k, f"must be a number of seconds in {MIN_SECONDS:g}..{MAX_SECONDS:g} "
+                    f"(got {v!r})")
                 for k, v in values.items()
                 if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v)
-                                          and 0 < v <= MAX_SECONDS)]
+                                          and MIN_SECONDS <= v <= MAX_SECONDS)]
     if problems:
         raise ConfigError(problems)
 
@@ -66,11 +67,24 @@ class Simulation:
         if until <= self.now:
             raise ConfigError([("until", f"{until!r} is not after now = {self.now!r}")])
         until_ns = P.ns(until)
+        size = self._plan.vcpus * self._intervals(until_ns) * N_COLUMNS * 8
+        if size > MAX_COUNTS_BYTES:
+            raise ConfigError([("interval", f"{self.interval!r} s gives "
+                                f"{self._intervals(until_ns):,} intervals x "
+                                f"{self._plan.vcpus} vCPUs: {size / 2**30:.1f} GiB of counts; "
+                                f"at most {MAX_COUNTS_BYTES / 2**30:g} GiB: use a longer "
+                                "interval")])
         while self._now_ns < until_ns:
             end = min(until_ns, self._now_ns + self._slice_ns)
             self._reserve(self._intervals(end))
             start = time.perf_counter()
-            self._engine.run(end, self._counts)
+            try:
+                self._engine.run(end, self._counts)
+            except KeyboardInterrupt:
+                # The C loop holds no GIL, so Ctrl-C surfaces only once the slice is done.
+                if self.config.engine == "cython":
+                    self._now_ns = end
+                raise
             took = time.perf_counter() - start
             self._now_ns = end
             if on_slice:

@@ -8,7 +8,7 @@ from .errors import ConfigError
 
 
 class Validated(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     def __init__(self, **data):
         try:

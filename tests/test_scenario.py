@@ -24,16 +24,20 @@ def test_example_is_the_founding_preset():
     assert s.config == preset and (s.duration, s.interval) == (60.0, 10.0)
 
 
-def test_scenario_runs_like_simulate(engine):
-    text = """order = "linux-6.6"\nseed = 3\nduration = 0.05\ninterval = 0.01\n
-[workload]\nvcpus = 2\nguest_exit_rate = 5000.0\n
+def test_scenario_file_means_the_config_written_in_python(engine):
+    text = f"""order = "linux-6.6"\nseed = 3\nengine = "{engine}"\nduration = 0.05
+interval = 0.01\n[workload]\nvcpus = 2\nguest_exit_rate = 5000.0\n
 [[workload.sources]]\ntype = "poisson"\nkind = "pmi"\nrate = 500.0\n
 [costs.handlers]\nPMU = 800\n"""
+    cfg = kvmsim.Config(order="linux-6.6", seed=3, engine=engine,
+                        workload=kvmsim.Workload(vcpus=2, guest_exit_rate=5000.0,
+                                                 sources=[kvmsim.Poisson("pmi", rate=500.0)]),
+                        costs=kvmsim.Costs(handlers={"PMU": 800}))
     s = Scenario.from_toml(text)
-    s = s.model_copy(update={"config": s.config.model_copy(update={"engine": engine})})
-    direct = kvmsim.simulate(s.config, duration=0.05, interval=0.01)
+    assert s.config == cfg and (s.duration, s.interval) == (0.05, 0.01)
     assert s.config.costs.handlers == {"NMI": 30, "PMU": 800, "PMI": 150, "SMI": 30}
-    np.testing.assert_array_equal(s.run().counts, direct.counts)
+    np.testing.assert_array_equal(
+        s.run().counts, kvmsim.simulate(cfg, duration=0.05, interval=0.01).counts)
 
 
 def test_every_problem_with_its_line():
@@ -65,3 +69,12 @@ def test_config_toml_keeps_every_field():
                             kvmsim.Periodic("irq", period=0.004, start=0.001)]),
                         costs=kvmsim.Costs(check=3, handlers={"NMI": 70}))
     assert Scenario.from_toml(Scenario(config=cfg).to_toml()).config == cfg
+
+
+def test_types_are_strict():
+    with pytest.raises(ConfigError) as e:
+        Scenario.from_toml('seed = 1e3\n[workload]\nvcpus = true\n', source="t.toml")
+    assert {p for p, _ in e.value.problems} == {"t.toml:1: seed", "t.toml:3: workload.vcpus"}
+    # Integers where seconds or rates are expected are fine.
+    s = Scenario.from_toml('duration = 2\n[workload]\nguest_exit_rate = 100\n')
+    assert (s.duration, s.config.workload.guest_exit_rate) == (2.0, 100.0)
