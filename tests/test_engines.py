@@ -88,3 +88,33 @@ def test_cython_columns_match_counters():
     assert _core.REQUEST_BASE == counters.REQ_BASE
     assert _core.CANCEL_ASYNC_BASE == counters.CANCEL_ASYNC_BASE
     assert _core.CANCEL_BACKEDGE_BASE == counters.CANCEL_BACKEDGE_BASE
+
+
+ZERO = kvmsim.Costs(vmexit=0, vmenter=0, check=0, handler=0, event=0, state_load=0, cancel=0,
+                    handlers={"NMI": 0, "PMU": 0, "PMI": 0, "SMI": 0})
+EXTREMES = {
+    "zero-costs": (Workload(vcpus=2, guest_exit_rate=2e5, sources=[
+        Poisson("pmi", rate=5e4), Poisson("request:noop", rate=1e5), Poisson("nmi", rate=2e4),
+        Poisson("irq", rate=3e4)]), ZERO),
+    # Gaps far beyond int64 nanoseconds mean "never", on both engines.
+    "tiny-rates": (Workload(vcpus=2, guest_exit_rate=1e-12, sources=[
+        Poisson("irq", rate=1e-11), Trace("nmi", times=[0.001])]), kvmsim.Costs()),
+    # Requests every 200 ns: every entry is cancelled, and the run still ends.
+    "livelock": (Workload(vcpus=1, sources=[Periodic("request:TLB_FLUSH", period=2e-7)]),
+                 kvmsim.Costs()),
+}
+
+
+@pytest.mark.parametrize("case", EXTREMES)
+def test_engines_agree_at_the_extremes(case):
+    workload, costs = EXTREMES[case]
+    cy, py = [kvmsim.simulate(kvmsim.Config(order="linux-6.6", workload=workload, costs=costs,
+                                            engine=e, seed=5), duration=0.01, interval=0.004)
+              for e in ("cython", "python")]
+    np.testing.assert_array_equal(cy.counts, py.counts)
+    t = cy.totals
+    assert t["vmenter_attempts"] == t["vmenters"] + t["canceled_vmenters"]
+    if case == "livelock":
+        assert t["canceled_vmenters"] > 10_000 and t["vmenters"] <= 2
+    if case == "tiny-rates":
+        assert t["irqs_raised"] == 0 and t["nmis_injected"] == 2
