@@ -28,10 +28,9 @@ class Result:
         return EVENTS + tuple(f"ns.{p}" for p in PHASES) + per_request
 
     def _column(self, name: str) -> int:
-        for i, group in enumerate(BIT_GROUPS):
-            if name.startswith(group + ".") and not name[len(group) + 1:].isdigit() \
-                    and name.count(".") == group.count(".") + 1:
-                return REQ_BASE + i * N_BITS + catalogue.bit_of(name[len(group) + 1:])
+        group, _, request = name.rpartition(".")
+        if group in BIT_GROUPS and request in catalogue.BY_NAME:
+            return REQ_BASE + BIT_GROUPS.index(group) * N_BITS + catalogue.bit_of(request)
         return COLUMNS.index(name)
 
     @property
