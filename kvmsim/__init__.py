@@ -1,13 +1,21 @@
 """kvmsim: a simulator of KVM x86's VM-Enter path (vcpu_enter_guest)."""
 
-from .config import Config
-from .costs import Costs
-from .errors import ConfigError
-from .result import Result
-from .scenario import Scenario
-from .simulation import Simulation, simulate
-from .workload import Periodic, Poisson, Trace, Workload
+import os
 
-__version__ = "0.1.0"
-__all__ = ["Config", "ConfigError", "Costs", "Periodic", "Poisson", "Result", "Scenario",
-           "Simulation", "Trace", "Workload", "simulate"]
+from ._config import Config
+from ._costs import Costs
+from ._errors import ConfigError
+from ._result import Counts, Result
+from ._scenario import Scenario
+from ._simulation import Intervals, Simulation, simulate
+from ._workload import Periodic, Poisson, Trace, Workload
+
+__version__ = "0.2.0"
+__all__ = ["Config", "ConfigError", "Costs", "Counts", "Intervals", "Periodic", "Poisson",
+           "Result", "Scenario", "Simulation", "Trace", "Workload", "get_include", "simulate"]
+
+
+def get_include() -> str:
+    """The folder to put on Cython's include path to cimport kvmsim's .pxd files (also for
+    an editable install, where the import system cannot find them)."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,60 +1,34 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: language_level=3
 """The Cython engine: kvmsim/_reference.py's rules in C, one nogil loop per vCPU.
 
-Each function names the kernel function it mirrors; docs/model.md gives the citations.
+Each function names the kernel function it mirrors; docs/model.md gives the citations. The
+codes, bits and counter columns come from _spec.pxd, generated from kvmsim/_spec.py.
 """
 
+from cpython.exc cimport PyErr_CheckSignals
 from cpython.pycapsule cimport PyCapsule_GetPointer
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.stdlib cimport calloc, free
-from libc.string cimport memset
 from numpy.random cimport bitgen_t
 from numpy.random.c_distributions cimport random_standard_exponential
 
+from kvmsim._spec cimport *
+
 import numpy as np
 
-from . import catalogue
-from . import plan as P
+from . import _spec
+from ._plan import bit_generator
 
-cdef extern from "<stdint.h>":
-    const int64_t NEVER "INT64_MAX"
 cdef extern from *:
     int ctz "__builtin_ctzll"(unsigned long long) noexcept nogil
-
-cdef enum:
-    EVENT_BIT = 14                       # KVM_REQ_EVENT
-    NMI_BIT = 17
-    PMU_BIT = 18
-    PMI_BIT = 19
-    SMI_BIT = 20
-
-cdef enum:
-    SRC_EXIT, SRC_PMI, SRC_EMUL_PMI, SRC_NMI, SRC_IRQ, SRC_REQUEST, SRC_REQUEST_NOOP
-cdef enum:
-    DIST_POISSON, DIST_PERIODIC, DIST_TRACE
-cdef enum:
-    H_NOOP, H_NMI, H_PMU, H_PMI, H_SMI, H_EVENT
-cdef enum:
-    ENTRY_NONE, ENTRY_NMI, ENTRY_IRQ
-
-assert (SRC_NMI, SRC_REQUEST_NOOP, DIST_TRACE, H_EVENT) == (
-    P.SRC_NMI, P.SRC_REQUEST_NOOP, P.DIST_TRACE, P.HANDLER_EVENT)
-assert (EVENT_BIT, NMI_BIT, PMU_BIT, PMI_BIT, SMI_BIT) == tuple(
-    map(catalogue.bit_of, ("EVENT", "NMI", "PMU", "PMI", "SMI")))
-
-COLUMNS = C_COLUMNS
-EVENT_COLUMNS = C_NS_GUEST
-REQUEST_BASE = C_REQ_BASE
-CANCEL_ASYNC_BASE = C_CANCEL_ASYNC_BASE
-CANCEL_BACKEDGE_BASE = C_CANCEL_BACKEDGE_BASE
 
 
 # --- sources ------------------------------------------------------------------------------
 cdef inline int64_t after(int64_t t, double gap) noexcept nogil:
-    # t + gap, where a gap of 2**62 ns or more means "never" (and cannot overflow int64)
-    return NEVER if gap >= 4611686018427387904.0 else t + <int64_t>gap
+    # t + gap, where a gap of KS_MAX_GAP_NS or more means NEVER (and cannot overflow int64)
+    return NEVER if gap >= KS_MAX_GAP_NS else t + <int64_t>gap
 
-cdef inline void source_advance(ks_source *s) noexcept nogil:
+cdef inline void source_step(ks_source *s) noexcept nogil:
     if s.dist == DIST_POISSON:
         s.next_t = after(s.next_t, random_standard_exponential(s.rng) * s.mean_ns)
     elif s.dist == DIST_PERIODIC:
@@ -63,9 +37,21 @@ cdef inline void source_advance(ks_source *s) noexcept nogil:
         s.idx += 1
         s.next_t = s.times[s.idx] if s.idx < s.ntimes else NEVER
 
+cdef inline int64_t source_advance(ks_source *s, int64_t t) noexcept nogil:
+    # Past every arrival at or before t; how many. A periodic source jumps in one step.
+    cdef int64_t k = 0
+    if s.dist == DIST_PERIODIC:
+        k = (t - s.next_t) // s.period_ns + 1
+        s.next_t += k * s.period_ns
+        return k
+    while s.next_t <= t:
+        source_step(s)
+        k += 1
+    return k
+
 cdef inline void update_next_host(ks_vcpu *v) noexcept nogil:
     # The earliest host-side arrival, cached: the loop asks for it at every step.
-    cdef int64_t t = NEVER
+    cdef int64_t t = v.ext_at
     cdef int i
     for i in range(v.n_host):
         if v.host[i].next_t < t:
@@ -73,49 +59,87 @@ cdef inline void update_next_host(ks_vcpu *v) noexcept nogil:
     v.next_host = t
 
 
-# --- arrivals from other CPUs -------------------------------------------------------------
-cdef inline void accept_irq(ks_vcpu *v, int64_t *c) noexcept nogil:
-    # kvm_lapic_set_irr + KVM_REQ_EVENT (vmx_deliver_interrupt without APICv)
-    c[C_IRQS_RAISED] += 1
-    if v.irq_pending:
-        c[C_IRQS_COALESCED] += 1
-    v.irq_pending = 1
-    ks_make_request(&v.requests, EVENT_BIT)
+# --- bookkeeping --------------------------------------------------------------------------
+cdef inline int64_t *row(const ks_vcpu *v, const ks_params *p, int64_t t) noexcept nogil:
+    return v.counts + (t // p.interval_ns - v.ctx.first) * C_COLUMNS
 
-cdef inline void apply_host(ks_vcpu *v, const ks_params *p, int64_t t,
-                            int64_t *c) noexcept nogil:
+cdef inline void hook(ks_vcpu *v, int64_t t, int32_t event, int64_t a,
+                      int64_t b) noexcept nogil:
+    v.ctx.hook(v.ctx.hook_ctx, t, v.index, event, a, b)
+
+cdef inline int64_t poll(ks_vcpu *v, int64_t t, int64_t until) noexcept nogil:
+    # Every POLL_EVERY steps: stop at t (as a run to `until` = t would) when asked.
+    v.budget -= 1
+    if v.budget > 0:
+        return until
+    v.budget = POLL_EVERY
+    if v.ctx.stop == STOP_DONE and v.ctx.poll != NULL:
+        v.ctx.stop = v.ctx.poll(v.ctx.poll_ctx)
+    return t if v.ctx.stop != STOP_DONE else until
+
+
+# --- arrivals from other CPUs -------------------------------------------------------------
+cdef inline void accept_irq(ks_vcpu *v, int64_t k, int64_t *c) noexcept nogil:
+    # kvm_lapic_set_irr + KVM_REQ_EVENT (vmx_deliver_interrupt without APICv)
+    c[C_IRQS_RAISED] += k
+    c[C_IRQS_COALESCED] += k - 1 + v.irq_pending
+    v.irq_pending = 1
+    ks_make_request(&v.requests, BIT_EVENT)
+
+cdef void arrive(ks_vcpu *v, int kind, int bit, int64_t k, int64_t *c,
+                 int64_t t) noexcept nogil:
+    # k arrivals of one kind at once
+    cdef int64_t j
+    if k == 0:
+        return
+    if v.ctx.hook != NULL:
+        for j in range(k):
+            hook(v, t, T_MAKE_REQUEST, kind, bit if kind == SRC_REQUEST else -1)
+    if kind == SRC_NMI:                 # kvm_inject_nmi
+        v.nmi_queued += k
+        c[C_NMIS_QUEUED] += k
+        ks_make_request(&v.requests, BIT_NMI)
+    elif kind == SRC_IRQ:               # __apic_accept_irq, APIC_DM_FIXED
+        accept_irq(v, k, c)
+    else:                               # SRC_REQUEST
+        ks_make_request(&v.requests, bit)
+
+cdef void apply_host(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c) noexcept nogil:
     # kvm_make_request for every host-side arrival at or before t; the kick only matters in
-    # guest mode (kvm_vcpu_kick), where the caller turns it into a VM-exit.
-    cdef int i
+    # guest mode (kvm_vcpu_kick), where the caller turns it into a VM-exit. Arrivals of one
+    # source are applied together, unless a trace hook wants each with its own time.
+    cdef int i, bit
+    cdef int64_t at
     cdef ks_source *s
     if v.next_host > t:
         return
     for i in range(v.n_host):
         s = &v.host[i]
         while s.next_t <= t:
-            if s.kind == SRC_NMI:            # kvm_inject_nmi
-                v.nmi_queued += 1
-                c[C_NMIS_QUEUED] += 1
-                ks_make_request(&v.requests, NMI_BIT)
-            elif s.kind == SRC_IRQ:
-                accept_irq(v, c)
-            elif s.kind == SRC_REQUEST:
-                ks_make_request(&v.requests, s.bit)
+            at = s.next_t
+            if s.kind == SRC_REQUEST_NOOP:  # one of the no-op requests, uniformly
+                bit = p.noop_bits[<int>(s.rng.next_double(s.rng.state) * p.n_noop)]
+                source_step(s)
+                arrive(v, SRC_REQUEST, bit, 1, c, at)
             else:
-                ks_make_request(&v.requests, p.noop_bits[
-                    <int>(s.rng.next_double(s.rng.state) * p.n_noop)])
-            source_advance(s)
+                arrive(v, s.kind, s.bit,
+                       source_advance(s, at if v.ctx.hook != NULL else t), c, at)
+    if v.ext_at <= t:                   # Engine.inject: NMIs, then IRQs
+        arrive(v, SRC_NMI, 0, v.ext_nmi, c, v.ext_at)
+        arrive(v, SRC_IRQ, 0, v.ext_irq, c, v.ext_at)
+        v.ext_nmi = v.ext_irq = 0
+        v.ext_at = NEVER
     update_next_host(v)
 
 
 # --- the guest ----------------------------------------------------------------------------
 cdef inline bint nmi_end_exits(const ks_vcpu *v, const ks_params *p) noexcept nogil:
-    return (p.lvtpc == 0 or not p.intel or v.nmi_window
+    return (p.lvtpc == LVTPC_NMI or not p.intel or v.nmi_window
             or (v.irq_window and not v.irq_blocked))
 
 cdef inline bint irq_end_exits(const ks_vcpu *v, const ks_params *p) noexcept nogil:
     return ((v.irq_window and not v.nmi_blocked)
-            or (p.intel and p.lvtpc == 1 and v.lvtpc_masked))
+            or (p.intel and p.lvtpc == LVTPC_FIXED and v.lvtpc_masked))
 
 cdef void end_handlers(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c) noexcept nogil:
     # IRET unblocks NMIs; the perf handler's LVTPC write unmasks LVTPC; a satisfied window
@@ -123,55 +147,64 @@ cdef void end_handlers(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c) no
     if v.nmi_blocked and v.nmi_end <= t:
         v.nmi_blocked = 0
         v.nmi_end = NEVER
-        if p.lvtpc == 0:
+        if p.lvtpc == LVTPC_NMI:
             v.lvtpc_masked = 0
         if not p.intel:
             v.nmi_window = 0
             c[C_NMI_WINDOW_EXITS] += 1
-            ks_make_request(&v.requests, EVENT_BIT)
+            ks_make_request(&v.requests, BIT_EVENT)
     if v.irq_blocked and v.irq_end <= t:
         v.irq_blocked = 0
         v.irq_end = NEVER
-        if p.lvtpc == 1:
+        if p.lvtpc == LVTPC_FIXED:
             v.lvtpc_masked = 0
     if v.nmi_window and not v.nmi_blocked:
         v.nmi_window = 0
         c[C_NMI_WINDOW_EXITS] += 1
-        ks_make_request(&v.requests, EVENT_BIT)
+        ks_make_request(&v.requests, BIT_EVENT)
     if v.irq_window and not (v.nmi_blocked or v.irq_blocked):
         v.irq_window = 0
         c[C_IRQ_WINDOW_EXITS] += 1
-        ks_make_request(&v.requests, EVENT_BIT)
+        ks_make_request(&v.requests, BIT_EVENT)
 
 cdef inline void perf_overflow(ks_vcpu *v, int64_t *c) noexcept nogil:
     # __kvm_perf_overflow: global_status, KVM_REQ_PMI
-    if ks_test_request(&v.requests, PMI_BIT):
+    if ks_test_request(&v.requests, BIT_PMI):
         c[C_PMIS_COALESCED] += 1
     else:
         c[C_PMIS_RAISED] += 1
-        ks_make_request(&v.requests, PMI_BIT)
+        ks_make_request(&v.requests, BIT_PMI)
+
+cdef inline void guest_event(ks_vcpu *v, int kind, int64_t *c) noexcept nogil:
+    if kind == SRC_PMI:
+        # kvm_perf_overflow: ignored while the counter's reprogram bit is set
+        if v.pmu_reprogram:
+            c[C_PMIS_COALESCED] += 1
+        else:
+            v.pmu_reprogram = 1
+            perf_overflow(v, c)
+            ks_make_request(&v.requests, BIT_PMU)
+    elif kind == SRC_EMUL_PMI:
+        # kvm_pmu_trigger_event -> kvm_pmu_request_counter_reprogram
+        v.pmu_reprogram = 1
+        v.emul_overflow = 1
+        ks_make_request(&v.requests, BIT_PMU)
 
 cdef void apply_guest(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c) noexcept nogil:
     cdef int i
+    cdef int64_t j
     cdef ks_source *s
     end_handlers(v, p, t, c)
     for i in range(v.n_guest):
         s = &v.guest[i]
         while s.next_t <= t:
-            if s.kind == SRC_PMI:
-                # kvm_perf_overflow: ignored while the counter's reprogram bit is set
-                if v.pmu_reprogram:
-                    c[C_PMIS_COALESCED] += 1
-                else:
-                    v.pmu_reprogram = 1
-                    perf_overflow(v, c)
-                    ks_make_request(&v.requests, PMU_BIT)
-            elif s.kind == SRC_EMUL_PMI:
-                # kvm_pmu_trigger_event -> kvm_pmu_request_counter_reprogram
-                v.pmu_reprogram = 1
-                v.emul_overflow = 1
-                ks_make_request(&v.requests, PMU_BIT)
-            source_advance(s)
+            guest_event(v, s.kind, c)
+            source_step(s)
+    if v.ext_pmi_at <= t:               # Engine.inject: counter overflows
+        for j in range(v.ext_pmi):
+            guest_event(v, SRC_PMI, c)
+        v.ext_pmi = 0
+        v.ext_pmi_at = NEVER
 
 cdef inline int64_t next_guest_event(const ks_vcpu *v, const ks_params *p,
                                      bint *exits) noexcept nogil:
@@ -180,6 +213,8 @@ cdef inline int64_t next_guest_event(const ks_vcpu *v, const ks_params *p,
     for i in range(v.n_guest):
         if v.guest[i].next_t < t:
             t = v.guest[i].next_t
+    if v.ext_pmi_at < t:
+        t = v.ext_pmi_at
     if v.immediate_exit or (v.nmi_window and not v.nmi_blocked) or (
             v.irq_window and not (v.nmi_blocked or v.irq_blocked)):
         t = v.entry_t
@@ -202,35 +237,37 @@ cdef inline int64_t next_guest_event(const ks_vcpu *v, const ks_params *p,
 
 
 # --- handlers of vcpu_enter_guest() -------------------------------------------------------
-cdef inline void process_nmi(ks_vcpu *v, int64_t *c) noexcept nogil:
+cdef inline void process_nmi(ks_vcpu *v, int64_t t, int64_t *c) noexcept nogil:
     # process_nmi: limit 2, or 1 if NMIs are masked or one is injected; excess dropped
     cdef int64_t limit = 1 if (v.nmi_blocked or v.nmi_injected) else 2
     v.nmi_pending += v.nmi_queued
     v.nmi_queued = 0
     if v.nmi_pending > limit:
+        if v.ctx.hook != NULL:
+            hook(v, t, T_NMI_DROP, v.nmi_pending - limit, limit)
         c[C_NMIS_DROPPED] += v.nmi_pending - limit
         v.nmi_pending = limit
     if v.nmi_pending:
-        ks_make_request(&v.requests, EVENT_BIT)
+        ks_make_request(&v.requests, BIT_EVENT)
 
 cdef inline void deliver_pmi(ks_vcpu *v, const ks_params *p, int64_t *c) noexcept nogil:
     # kvm_pmu_deliver_pmi -> kvm_apic_local_deliver(APIC_LVTPC)
-    if p.lvtpc == 3 or v.lvtpc_masked:
+    if p.lvtpc == LVTPC_MASKED or v.lvtpc_masked:
         c[C_PMIS_DROPPED] += 1
         return
     c[C_PMIS_DELIVERED] += 1
-    if p.lvtpc == 0:                    # APIC_DM_NMI: kvm_inject_nmi
+    if p.lvtpc == LVTPC_NMI:            # APIC_DM_NMI: kvm_inject_nmi
         v.nmi_queued += 1
         c[C_NMIS_QUEUED] += 1
-        ks_make_request(&v.requests, NMI_BIT)
-    elif p.lvtpc == 1:                  # APIC_DM_FIXED
-        accept_irq(v, c)
+        ks_make_request(&v.requests, BIT_NMI)
+    elif p.lvtpc == LVTPC_FIXED:        # APIC_DM_FIXED
+        accept_irq(v, 1, c)
     else:                               # APIC_DM_SMI: kvm_inject_smi
-        ks_make_request(&v.requests, SMI_BIT)
+        ks_make_request(&v.requests, BIT_SMI)
     if p.intel:                         # guest_cpuid_is_intel_compatible: mask LVTPC
         v.lvtpc_masked = 1
 
-cdef void inject_events(ks_vcpu *v, int64_t *c) noexcept nogil:
+cdef void inject_events(ks_vcpu *v, int64_t t, int64_t *c) noexcept nogil:
     # kvm_check_and_inject_events: re-injection, then SMI > NMI > IRQ; -EBUSY sets
     # req_immediate_exit.
     cdef bint can_inject = 1
@@ -252,6 +289,8 @@ cdef void inject_events(ks_vcpu *v, int64_t *c) noexcept nogil:
             v.req_immediate_exit = 1
             return
         if not v.nmi_blocked:           # nmi_allowed
+            if v.ctx.hook != NULL:
+                hook(v, t, T_INJ_NMI, 0, 0)
             v.nmi_pending -= 1
             v.nmi_injected = 1
             v.entry_event = ENTRY_NMI
@@ -263,19 +302,22 @@ cdef void inject_events(ks_vcpu *v, int64_t *c) noexcept nogil:
             v.req_immediate_exit = 1
             return
         if not (v.nmi_blocked or v.irq_blocked):
+            if v.ctx.hook != NULL:
+                hook(v, t, T_INJ_VIRQ, 0, 0)
             v.irq_pending = 0
             v.irq_injected = 1
             v.entry_event = ENTRY_IRQ
         else:
             v.irq_window = 1            # enable_irq_window
 
-cdef inline void handle(ks_vcpu *v, const ks_params *p, int bit, int64_t *c) noexcept nogil:
+cdef inline void handle(ks_vcpu *v, const ks_params *p, int bit, int64_t t,
+                        int64_t *c) noexcept nogil:
     cdef int h = p.handler[bit]
     if h == H_NOOP:
         if p.raises[bit]:
             ks_make_requests(&v.requests, p.raises[bit])
     elif h == H_NMI:
-        process_nmi(v, c)
+        process_nmi(v, t, c)
     elif h == H_PMU:
         # kvm_pmu_handle_event: reprogram; an emulated wrap overflows the counter
         v.pmu_reprogram = 0
@@ -286,9 +328,9 @@ cdef inline void handle(ks_vcpu *v, const ks_params *p, int bit, int64_t *c) noe
         deliver_pmi(v, p, c)
     elif h == H_SMI:
         v.smi_pending = 1               # process_smi
-        ks_make_request(&v.requests, EVENT_BIT)
+        ks_make_request(&v.requests, BIT_EVENT)
     else:
-        inject_events(v, c)
+        inject_events(v, t, c)
 
 
 # --- one pass of vcpu_enter_guest() -------------------------------------------------------
@@ -319,26 +361,28 @@ cdef int64_t one_pass(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c,
         t_r = t + (r - pos) * p.cost_check
         ta = v.next_host
         if ta <= t_r:
-            # the arrival lands among the checks: those before it have run
+            # arrivals land among the checks: those that started before them have run
             if ta > t and p.cost_check:
                 passed = (ta - t + p.cost_check - 1) // p.cost_check
                 pos += <int>passed
                 t += passed * p.cost_check
-            apply_host(v, p, ta, c)
+            apply_host(v, p, t, c)
             continue
         if r == n:
             t = t_r
             break
         bit = p.order[r]
+        if v.ctx.hook != NULL:
+            hook(v, t_r, T_CHECK_REQUEST, bit, r)
         ks_check_request(&v.requests, bit)     # clear, then handle
-        c[C_REQ_BASE + bit] += 1
-        cost = p.cost_event if bit == EVENT_BIT else p.handler_ns[bit]
-        if bit == EVENT_BIT:
+        c[C_REQUESTS_BASE + bit] += 1
+        cost = p.handler_ns[bit]
+        if bit == BIT_EVENT:
             event_ns += cost
         t = t_r + p.cost_check + cost
         pos = r + 1
         before = v.requests
-        handle(v, p, bit, c)
+        handle(v, p, bit, t_r, c)
         raised = (raised & ~((<uint64_t>1) << bit)) | (v.requests & ~before)
     c[C_NS_REQUESTS] += t - t0 - event_ns
     c[C_NS_EVENT] += event_ns
@@ -348,6 +392,8 @@ cdef int64_t one_pass(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c,
     v.mode = IN_GUEST_MODE
     apply_host(v, p, t, c)
     c[C_VMENTER_ATTEMPTS] += 1
+    if v.ctx.hook != NULL:
+        hook(v, t, T_CANCEL if v.requests else T_ENTRY, 0, <int64_t>v.requests)
     if ks_request_pending(&v.requests):
         # cancel_injection: vmx_cancel_injection puts the written event back as injected
         v.mode = OUTSIDE_GUEST_MODE
@@ -361,12 +407,12 @@ cdef int64_t one_pass(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c,
         t += p.cost_cancel
         c[C_NS_CANCEL] += p.cost_cancel
         if v.entry_event != ENTRY_NONE or v.req_immediate_exit:
-            ks_make_request(&v.requests, EVENT_BIT)
+            ks_make_request(&v.requests, BIT_EVENT)
         v.entry_event = ENTRY_NONE
         entered[0] = 0
         return t
     if v.req_immediate_exit:            # raised after the late check: no cancel
-        ks_make_request(&v.requests, EVENT_BIT)
+        ks_make_request(&v.requests, BIT_EVENT)
     v.immediate_exit = v.req_immediate_exit
     t += p.cost_vmenter
     c[C_NS_VMENTER] += p.cost_vmenter
@@ -390,9 +436,34 @@ cdef int64_t one_pass(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c,
     entered[0] = 1
     return t
 
+cdef int exit_reason(const ks_vcpu *v, const ks_params *p, int64_t t) noexcept nogil:
+    # Why the guest exits at t (VMX exit-reason names), for trace hooks.
+    cdef int i
+    if v.immediate_exit:
+        return R_PREEMPTION_TIMER
+    if v.next_host <= t or v.mode == EXITING_GUEST_MODE:
+        return R_EXTERNAL_INTERRUPT
+    for i in range(v.n_guest):
+        if v.guest[i].next_t <= t:
+            if v.guest[i].kind == SRC_PMI:
+                return R_EXCEPTION_NMI
+            return R_EPT_MISCONFIG if v.guest[i].kind == SRC_EMUL_PMI else R_GUEST
+    if v.ext_pmi_at <= t:
+        return R_EXCEPTION_NMI
+    if v.guest_exit_at <= t:
+        return R_GUEST
+    if v.nmi_blocked and v.nmi_end <= t:
+        if v.nmi_window:
+            return R_NMI_WINDOW
+        return R_MSR_WRITE if p.intel else R_IRET
+    if v.irq_window:
+        return R_INTERRUPT_WINDOW
+    return R_NMI_WINDOW if v.nmi_window else R_MSR_WRITE
+
 cdef inline int64_t vm_exit(ks_vcpu *v, const ks_params *p, int64_t t,
                             int64_t *c) noexcept nogil:
     # A VM-exit at t; returns when vcpu_enter_guest() starts its first pass.
+    cdef int reason = exit_reason(v, p, t) if v.ctx.hook != NULL else 0
     v.mode = OUTSIDE_GUEST_MODE
     c[C_VMEXITS] += 1
     if v.immediate_exit:
@@ -400,43 +471,48 @@ cdef inline int64_t vm_exit(ks_vcpu *v, const ks_params *p, int64_t t,
         v.immediate_exit = 0
     apply_guest(v, p, t, c)
     apply_host(v, p, t, c)
+    if v.ctx.hook != NULL:
+        hook(v, t, T_EXIT, reason, <int64_t>v.requests)
     c[C_NS_VMEXIT] += p.cost_vmexit
     return t + p.cost_vmexit
 
-cdef inline bint passes(ks_vcpu *v, const ks_params *p, int64_t until,
-                        int64_t *counts) noexcept nogil:
+cdef inline bint passes(ks_vcpu *v, const ks_params *p, int64_t *until) noexcept nogil:
     # Passes (vcpu_run's loop) from pass_at until a VM-Enter completes: true; or until
     # `until` comes first, as it does while every entry keeps being cancelled: false.
     cdef int64_t t = v.pass_at
     cdef bint entered = 0
-    while t < until:
-        t = one_pass(v, p, t, counts + (t // p.interval_ns) * C_COLUMNS, &entered)
+    while True:
+        until[0] = poll(v, t, until[0])
+        if t >= until[0]:
+            break
+        t = one_pass(v, p, t, row(v, p, t), &entered)
         if entered:
             v.in_host = 0
             return 1
+        if v.requests & p.unconsumable:
+            v.ctx.stop = STOP_UNCONSUMABLE
+            until[0] = t
     v.pass_at = t
     return 0
 
-cdef inline void add_guest_time(ks_vcpu *v, const ks_params *p, int64_t t1,
-                                int64_t *counts) noexcept nogil:
-    cdef int64_t t0 = v.guest_since, i, end
-    if t1 <= t0:
-        return
+cdef inline void add_guest_time(ks_vcpu *v, const ks_params *p, int64_t t1) noexcept nogil:
+    cdef int64_t t0 = v.guest_since, end
     while t0 < t1:
-        i = t0 // p.interval_ns
-        end = (i + 1) * p.interval_ns
+        end = (t0 // p.interval_ns + 1) * p.interval_ns
         if end > t1:
             end = t1
-        counts[i * C_COLUMNS + C_NS_GUEST] += end - t0
+        row(v, p, t0)[C_NS_GUEST] += end - t0
         t0 = end
-    v.guest_since = t1
+    if t1 > v.guest_since:
+        v.guest_since = t1
 
-cdef void ks_vcpu_run(ks_vcpu *v, const ks_params *p, int64_t until,
-                      int64_t *counts) noexcept nogil:
+cdef void ks_vcpu_run(ks_vcpu *v, const ks_params *p, int64_t until) noexcept nogil:
     cdef int64_t ta, tg, t
     cdef bint exits
+    if until <= v.now:                  # stopped past it by an earlier, interrupted run
+        return
     while True:
-        if v.in_host and not passes(v, p, until, counts):
+        if v.in_host and not passes(v, p, &until):
             v.now = until
             return
         ta = v.next_host                # a kick in guest mode: IPI -> VM-exit
@@ -446,15 +522,16 @@ cdef void ks_vcpu_run(ks_vcpu *v, const ks_params *p, int64_t until,
             ta = v.entry_t
         tg = next_guest_event(v, p, &exits)
         t = ta if ta < tg else tg
+        until = poll(v, t, until)
         if t >= until:
-            add_guest_time(v, p, until, counts)
+            add_guest_time(v, p, until)
             v.now = until
             return
         if t == tg and not exits and ta > tg:
-            end_handlers(v, p, t, counts + (t // p.interval_ns) * C_COLUMNS)
+            end_handlers(v, p, t, row(v, p, t))
             continue
-        add_guest_time(v, p, t, counts)
-        v.pass_at = vm_exit(v, p, t, counts + (t // p.interval_ns) * C_COLUMNS)
+        add_guest_time(v, p, t)
+        v.pass_at = vm_exit(v, p, t, row(v, p, t))
         v.in_host = 1
 
 
@@ -463,7 +540,40 @@ cdef bitgen_t *_bitgen(object bg) except NULL:
     return <bitgen_t *> PyCapsule_GetPointer(bg.capsule, "BitGenerator")
 
 
-cdef _init_source(list keep, ks_source *s, sp, seed):
+cdef void _py_hook(void *ctx, int64_t t, int32_t vcpu, int32_t event, int64_t a,
+                   int64_t b) noexcept nogil:
+    with gil:
+        _call_hook(<Engine>ctx, t, vcpu, event, a, b)
+
+
+cdef int32_t _py_poll(void *ctx) noexcept nogil:
+    with gil:
+        return _poll(<Engine>ctx)
+
+
+cdef int32_t _poll(Engine e):
+    # Ctrl-C: the C loop holds no GIL, so Python's signal handlers run only when asked to.
+    try:
+        PyErr_CheckSignals()
+    except BaseException as error:
+        e._hook_error = error
+    if e._hook_error is not None or (e._stop_event is not None and e._stop_event.is_set()):
+        return STOP_INTERRUPTED
+    return STOP_DONE
+
+
+cdef void _call_hook(Engine e, int64_t t, int32_t vcpu, int32_t event, int64_t a, int64_t b):
+    # A hook that raises stops the run at the next poll point; run() re-raises it.
+    try:
+        e._hook(t, vcpu, event, a, b)
+    except BaseException as error:
+        if e._hook_error is None:
+            e._hook_error = error
+        e.ctx.stop = STOP_INTERRUPTED
+        e.vcpus[vcpu].budget = 1
+
+
+cdef void _init_source(list keep, ks_source *s, sp, seed):
     cdef const int64_t[::1] times = sp.times_ns
     s.kind = sp.kind
     s.dist = sp.dist
@@ -473,7 +583,7 @@ cdef _init_source(list keep, ks_source *s, sp, seed):
     s.ntimes = len(sp.times_ns)
     s.times = &times[0] if s.ntimes else NULL
     s.idx = 0
-    bg = P.bit_generator(seed, sp.spawn_key)
+    bg = bit_generator(seed, sp.spawn_key)
     keep += [bg, sp.times_ns]
     s.rng = _bitgen(bg)
     if s.dist == DIST_POISSON:
@@ -485,63 +595,45 @@ cdef _init_source(list keep, ks_source *s, sp, seed):
 
 
 cdef class Engine:
-    """Owns the C state of every vCPU (declared in _core.pxd); run() holds no GIL."""
+    """Owns the C state of every vCPU (declared in _core.pxd); run() holds no GIL.
 
-    def __cinit__(self, p, int64_t interval_ns):
-        cdef int i, n
+    The same interface as the reference engine (kvmsim._engine.Engine)."""
+
+    def __cinit__(self, plan):
+        cdef int i
         cdef ks_source *s
         cdef ks_vcpu *v
         self._keep = []
-        memset(&self.params, 0, sizeof(ks_params))
-        n = len(p.order_bits)
-        self.params.n_checks = n
-        for i in range(n):
-            self.params.order[i] = p.order_bits[i]
-        for i in range(64):
-            self.params.rank[i] = p.rank[i]
-            self.params.handler[i] = p.handler[i]
-            self.params.handler_ns[i] = p.handler_ns[i]
-            self.params.raises[i] = p.raises[i]
-        self.params.n_noop = len(p.noop_bits)
-        for i in range(self.params.n_noop):
-            self.params.noop_bits[i] = p.noop_bits[i]
-        self.params.cost_vmexit = p.cost_vmexit
-        self.params.cost_vmenter = p.cost_vmenter
-        self.params.cost_check = p.cost_check
-        self.params.cost_event = p.cost_event
-        self.params.cost_state_load = p.cost_state_load
-        self.params.cost_cancel = p.cost_cancel
-        self.params.intel = p.intel
-        self.params.lvtpc = p.lvtpc
-        self.params.nmi_handler_ns = p.nmi_handler_ns
-        self.params.irq_handler_ns = p.irq_handler_ns
-        self.params.guest_exit_mean_ns = p.guest_exit_mean_ns
-        self.params.interval_ns = interval_ns
-
-        self.n_vcpus = p.vcpus
-        self.vcpus = <ks_vcpu *> calloc(p.vcpus, sizeof(ks_vcpu))
-        self.sources = <ks_source *> calloc(max(1, len(p.sources)), sizeof(ks_source))
+        self.params = plan.params            # dict -> struct: every _spec.PARAMS field
+        self.n_vcpus = plan.vcpus
+        self.vcpus = <ks_vcpu *> calloc(plan.vcpus, sizeof(ks_vcpu))
+        self.sources = <ks_source *> calloc(max(1, len(plan.sources)), sizeof(ks_source))
         if self.vcpus == NULL or self.sources == NULL:
             raise MemoryError()
         # Sources grouped per vCPU: host-side first, then guest-side, in plan order.
+        by_vcpu = [[] for _ in range(plan.vcpus)]
+        for sp in plan.sources:
+            by_vcpu[sp.vcpu].append(sp)
         s = self.sources
-        for i in range(p.vcpus):
+        for i in range(plan.vcpus):
             v = &self.vcpus[i]
-            v.nmi_end = v.irq_end = v.guest_exit_at = NEVER
+            v.index = i
+            v.nmi_end = v.irq_end = v.guest_exit_at = v.ext_at = v.ext_pmi_at = NEVER
             v.in_host = 1               # KVM_RUN: the first pass starts at t = 0
-            bg = P.bit_generator(p.seed, (i, 0))
+            v.budget = POLL_EVERY
+            v.ctx = &self.ctx
+            bg = bit_generator(plan.seed, (i, 0))
             self._keep.append(bg)
             v.exit_rng = _bitgen(bg)
-            mine = [sp for sp in p.sources if sp.vcpu == i]
-            host = [sp for sp in mine if sp.kind >= P.SRC_NMI]
-            guest = [sp for sp in mine if sp.kind < P.SRC_NMI]
+            host = [sp for sp in by_vcpu[i] if sp.kind >= FIRST_HOST_SRC]
+            guest = [sp for sp in by_vcpu[i] if sp.kind < FIRST_HOST_SRC]
             v.host, v.n_host = s, len(host)
             for sp in host:
-                _init_source(self._keep, s, sp, p.seed)
+                _init_source(self._keep, s, sp, plan.seed)
                 s += 1
             v.guest, v.n_guest = s, len(guest)
             for sp in guest:
-                _init_source(self._keep, s, sp, p.seed)
+                _init_source(self._keep, s, sp, plan.seed)
                 s += 1
             update_next_host(v)
 
@@ -549,28 +641,82 @@ cdef class Engine:
         free(self.vcpus)
         free(self.sources)
 
-    def run(self, int64_t until_ns, int64_t[:, :, ::1] counts not None):
-        """Advance every vCPU to until_ns, adding into counts[vcpu, interval, column]."""
+    def run(self, int64_t until_ns, int64_t[:, :, ::1] counts not None,
+            int64_t first_interval, stop_event=None):
+        """Advance every vCPU to until_ns, adding into counts[vcpu, interval - first, column].
+        Returns a Stop code; before DONE each vCPU's `now` says how far it got."""
         if counts.shape[0] != self.n_vcpus or counts.shape[2] != C_COLUMNS:
             raise ValueError(f"counts must be int64[{self.n_vcpus}, intervals, {C_COLUMNS}]")
-        if (until_ns + self.params.interval_ns - 1) // self.params.interval_ns > counts.shape[1]:
+        if (until_ns - 1) // self.params.interval_ns - first_interval >= counts.shape[1]:
             raise ValueError("counts has fewer intervals than until_ns needs")
         cdef int i
         cdef int64_t *base = &counts[0, 0, 0]
         cdef int64_t stride = counts.shape[1] * C_COLUMNS
-        with nogil:
-            for i in range(self.n_vcpus):
-                ks_vcpu_run(&self.vcpus[i], &self.params, until_ns, base + i * stride)
+        self._stop_event = stop_event
+        self.ctx.first = first_interval
+        self.ctx.stop = STOP_DONE
+        self.ctx.poll = _py_poll
+        self.ctx.poll_ctx = <void *>self
+        try:
+            with nogil:
+                for i in range(self.n_vcpus):
+                    self.vcpus[i].counts = base + i * stride
+                    ks_vcpu_run(&self.vcpus[i], &self.params, until_ns)
+                    if self.ctx.stop != STOP_DONE:
+                        break
+        finally:
+            self._stop_event = None
+        if self._hook_error is not None:
+            error, self._hook_error = self._hook_error, None
+            raise error
+        return _spec.Stop(self.ctx.stop)
 
     def make_request(self, int vcpu, int bit, bint kick):
         """Another CPU posts request `bit` (kvm_make_request) and, with kick, kicks the vCPU
-        (kvm_vcpu_kick): in guest mode it exits at once. Returns whether the kick was sent."""
-        if not 0 <= vcpu < self.n_vcpus or not 0 <= bit < 64:
-            raise ValueError(f"vcpu {vcpu} / bit {bit} out of range")
-        ks_make_request(&self.vcpus[vcpu].requests, bit)
+        (kvm_vcpu_kick): in guest mode it exits at `now`. Returns whether a kick was sent."""
+        _check_vcpu(self, vcpu)
+        if not ks_make_request(&self.vcpus[vcpu].requests, bit):
+            raise ValueError(f"bit {bit} is outside 0..63")
         return bool(kick and ks_kick(&self.vcpus[vcpu].mode))
 
-    def outstanding_nmis(self):
-        return np.array([self.vcpus[i].nmi_queued + self.vcpus[i].nmi_pending
-                         + self.vcpus[i].nmi_injected for i in range(self.n_vcpus)],
-                        dtype=np.int64)
+    def inject(self, int vcpu, int kind, int64_t count=1):
+        """Another CPU injects `count` NMIs or IRQs (kvm_inject_nmi / kvm_apic_set_irq), or a
+        guest counter overflows (kvm_perf_overflow), at the vCPU's `now`, with a kick."""
+        _check_vcpu(self, vcpu)
+        cdef ks_vcpu *v = &self.vcpus[vcpu]
+        if kind == SRC_PMI:
+            v.ext_pmi += count
+            v.ext_pmi_at = min(v.ext_pmi_at, v.now)
+        elif kind == SRC_NMI or kind == SRC_IRQ:
+            if kind == SRC_NMI:
+                v.ext_nmi += count
+            else:
+                v.ext_irq += count
+            v.ext_at = min(v.ext_at, v.now)
+            update_next_host(v)
+        else:
+            raise ValueError(f"kind {kind} cannot be injected")
+        return bool(ks_kick(&v.mode))
+
+    def set_trace(self, hook):
+        """Call hook(t_ns, vcpu, event, a, b) for each TraceEvent; None turns it off."""
+        self._hook = hook
+        self.ctx.hook = NULL
+        if hook is not None:
+            self.ctx.hook = _py_hook
+        self.ctx.hook_ctx = <void *>self
+
+    def state(self, int vcpu):
+        """The vCPU's state (_spec.STATE_FIELDS) as a dict of ints."""
+        _check_vcpu(self, vcpu)
+        cdef ks_vcpu *v = &self.vcpus[vcpu]
+        return dict(zip(_spec.STATE_FIELDS, (
+            v.now, v.mode, v.requests, v.nmi_queued, v.nmi_pending, v.nmi_injected,
+            v.irq_pending, v.irq_injected, v.smi_pending, v.nmi_window, v.irq_window,
+            v.lvtpc_masked, v.nmi_blocked, v.irq_blocked, v.in_host)))
+
+
+
+cdef _check_vcpu(Engine e, int vcpu):
+    if not 0 <= vcpu < e.n_vcpus:
+        raise ValueError(f"vcpu {vcpu} is outside 0..{e.n_vcpus - 1}")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from . import catalogue
 from .graph import EDGES, MUST_PRECEDE, Context, Edge
-from .result import Result
+from ._result import Result
 
 
 @dataclass(frozen=True)

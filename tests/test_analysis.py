@@ -6,7 +6,8 @@ import random
 import pytest
 
 import kvmsim
-from kvmsim import analysis, catalogue, graph, orders
+from kvmsim import _orders as orders
+from kvmsim import analysis, catalogue, graph
 from kvmsim.graph import Context
 
 PRE = orders.PRESETS["linux-6.6"]

@@ -39,8 +39,8 @@ def quiet_vm():
 def test_post_and_kick_through_the_c_api(kick):
     sim = quiet_vm()
     tlb = catalogue.bit_of("TLB_FLUSH")
-    assert kick.post(sim._engine, 1, tlb) == (True, True)
-    assert kick.post(sim._engine, 1, tlb) == (False, True)    # already EXITING_GUEST_MODE
+    assert kick.post(sim.engine, 1, tlb) == (True, True)
+    assert kick.post(sim.engine, 1, tlb) == (False, True)    # already EXITING_GUEST_MODE
     sim.run(until=0.02)
     r = sim.result()
     assert r.per_vcpu["vmexits"].tolist() == [0, 1]              # the IPI's exit, at 10 ms
@@ -51,9 +51,9 @@ def test_post_and_kick_through_the_c_api(kick):
 def test_withdrawn_request_is_never_serviced(kick):
     sim = quiet_vm()
     bit = catalogue.bit_of("STEAL_UPDATE")
-    kick.post(sim._engine, 0, bit)
-    assert kick.withdraw(sim._engine, 0, bit) is True
-    assert kick.withdraw(sim._engine, 0, bit) is False
+    kick.post(sim.engine, 0, bit)
+    assert kick.withdraw(sim.engine, 0, bit) is True
+    assert kick.withdraw(sim.engine, 0, bit) is False
     sim.run(until=0.02)
     # Kicked, so it exits, but the request was taken back before the pass.
     assert sim.result().totals["requests.STEAL_UPDATE"] == 0

@@ -1,4 +1,4 @@
-"""kvmsim.perf_format against perf's own output, field by field.
+"""kvmsim._perf_format against perf's own output, field by field.
 
 Reference lines are copied from perf sources, tests and patch mails:
 
@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from kvmsim.perf_format import (INTERVAL_HEADER, INTERVAL_HEADER_CPU, csv_line, event_name,
+from kvmsim._perf_format import (INTERVAL_HEADER, INTERVAL_HEADER_CPU, csv_line, event_name,
                                 interval_line, json_line, timestamp)
 
 CANCEL = "canceled_vmenters"          # -> probe:vmx_cancel_injection, unit ""

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 import kvmsim
-from kvmsim import catalogue, orders
+from kvmsim import _orders as orders
+from kvmsim import catalogue
 from kvmsim.analysis import back_edges
-from kvmsim.config import resolve_order
+from kvmsim._config import resolve_order
 from kvmsim.graph import Context
-from kvmsim.source_order import Check, SourceOrder, order_from_source
+from kvmsim._source_order import Check, SourceOrder, order_from_source
 
 DATA = Path(__file__).parent / "data" / "x86c"
 

@@ -6,10 +6,11 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from . import catalogue, graph, orders
-from .costs import Costs
-from .validated import Validated
-from .workload import Workload, preset
+from . import _orders as orders
+from . import catalogue, graph
+from ._costs import Costs
+from ._validated import Validated
+from ._workload import Workload, preset
 
 ORDER_HELP = (f"a preset ({', '.join(orders.PRESETS)}) or a list of request names "
               "from `kvmsim orders`, ending with EVENT")
@@ -39,6 +40,8 @@ def resolve_order(order: str | list[str]) -> tuple[str, ...]:
 
 
 class Config(Validated):
+    """A simulated VM: the kernel's check order, the workload, the host vendor, the costs."""
+
     order: str | list[str] = Field("linux-6.7", description=ORDER_HELP)
     workload: Workload = Field("spec2017-vtune", validate_default=True,
                                description="a preset name or a Workload")
@@ -59,19 +62,24 @@ class Config(Validated):
     def _workload(cls, v):
         return preset(v) if isinstance(v, str) else v
 
-    @model_validator(mode="after")
-    def _order_covers_workload(self) -> Config:
+    def unchecked(self, requests: set[str]) -> list[str]:
+        """The requests, and what their handlers raise in turn (graph.py), that this order
+        never checks: posting any of them would cancel every VM-Enter. cancel_injection and
+        the window exits raise EVENT, which every order has."""
         checked = {catalogue.bit_of(n) for n in self.check_order}
         raises = graph.raises(graph.Context.of(self))
-        # Closure of what the workload posts through the handlers; cancel_injection and the
-        # window exits raise EVENT, which every order has.
-        todo, seen = list(self.workload.raised_requests()), set()
+        todo, seen = list(requests), set()
         while todo:
             n = todo.pop()
             if n not in seen:
                 seen.add(n)
                 todo.extend(raises.get(n, ()))
-        missing = sorted(n for n in seen if catalogue.bit_of(n) not in checked)
+        return sorted(n for n in seen if catalogue.bit_of(n) not in checked)
+
+    @model_validator(mode="after")
+    def _order_covers_workload(self) -> Config:
+        checked = {catalogue.bit_of(n) for n in self.check_order}
+        missing = self.unchecked(self.workload.raised_requests())
         problems = []
         if missing:
             problems.append(f"order never checks {', '.join(missing)}, which this workload "

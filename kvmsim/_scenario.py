@@ -17,28 +17,29 @@
 from __future__ import annotations
 
 import re
+import sys
 import tomllib
 from pathlib import Path
 
 import tomli_w
 from pydantic import Field
 
-from .config import Config
-from .errors import ConfigError
-from .limits import MAX_SECONDS, MIN_SECONDS
-from .result import Result
-from .simulation import simulate
-from .validated import Validated
+from ._config import Config
+from ._errors import ConfigError
+from ._limits import Seconds
+from ._result import Result
+from ._simulation import simulate
+from ._validated import Validated
 
 RUN_KEYS = ("duration", "interval")
 
 
 class Scenario(Validated):
+    """A whole run: a Config plus how long to simulate and how often to count."""
+
     config: Config = Field(default_factory=Config)
-    duration: float = Field(60.0, ge=MIN_SECONDS, le=MAX_SECONDS,
-                            description="simulated seconds")
-    interval: float = Field(10.0, ge=MIN_SECONDS, le=MAX_SECONDS,
-                            description="seconds per interval")
+    duration: Seconds = Field(60.0, description="simulated seconds")
+    interval: Seconds = Field(10.0, description="seconds per interval")
 
     @classmethod
     def from_toml(cls, text: str, source: str = "<string>") -> Scenario:
@@ -66,19 +67,24 @@ class Scenario(Validated):
 
     @classmethod
     def load(cls, path: str | Path) -> Scenario:
+        """Read a scenario file; "-" reads standard input."""
         try:
-            text = Path(path).read_text()
+            data = sys.stdin.buffer.read() if str(path) == "-" else Path(path).read_bytes()
+            text = data.decode("utf-8")
         except OSError as e:
             raise ConfigError([(str(path), f"cannot read scenario file: {e.strerror}")]) from None
-        return cls.from_toml(text, source=str(path))
+        except UnicodeDecodeError as e:
+            raise ConfigError([(str(path), f"not a scenario file: byte {e.start} is not "
+                                           "UTF-8 (scenario files are TOML)")]) from None
+        return cls.from_toml(text, source="<stdin>" if str(path) == "-" else str(path))
 
     def to_toml(self) -> str:
         data = {"duration": self.duration, "interval": self.interval,
                 **self.config.model_dump(mode="json", exclude_none=True)}
         return tomli_w.dumps(data)
 
-    def run(self) -> Result:
-        return simulate(self.config, duration=self.duration, interval=self.interval)
+    def run(self, keep=None) -> Result:
+        return simulate(self.config, duration=self.duration, interval=self.interval, keep=keep)
 
 
 _TABLE = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")

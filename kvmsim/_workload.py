@@ -6,21 +6,19 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from . import catalogue
-from .limits import MAX_RATE, MAX_SECONDS
-from .validated import Validated
+import numpy as np
 
-# Guest-side sources happen only while the guest runs (a counter overflows, an instruction
-# exits); host-side sources come from another CPU and reach the vCPU in any mode.
-GUEST_KINDS = ("exit", "pmi", "emulated-pmi")
-HOST_KINDS = ("nmi", "irq")
+from . import _spec, catalogue
+from ._limits import MAX_RATE, MAX_SECONDS, Seconds, SecondsOrZero, times_to_ns
+from ._validated import Validated
+
 KIND_HELP = ("'pmi', 'emulated-pmi', 'nmi', 'irq', 'exit', 'request:NAME' (NAME from "
              "`kvmsim orders`) or 'request:noop' (a no-op request the order checks, chosen "
              "uniformly per arrival)")
 
 
 def _check_kind(kind: str) -> str:
-    if kind in GUEST_KINDS or kind in HOST_KINDS or kind == "request:noop":
+    if kind in _spec.SRC_OF_KIND:
         return kind
     if kind.startswith("request:"):
         name = kind.removeprefix("request:")
@@ -53,13 +51,21 @@ class Trace(_Source):
     @field_validator("times")
     @classmethod
     def _ordered(cls, v: list[float]) -> list[float]:
-        problems = [f"times[{i}] = {t!r} is outside 0..{MAX_SECONDS:g}" for i, t in enumerate(v)
-                    if not 0 <= t <= MAX_SECONDS]
+        # Vectorised: a trace may hold millions of times.
+        t = np.asarray(v, dtype=np.float64)
+        outside = np.flatnonzero(~((t >= 0) & (t <= MAX_SECONDS)))[:5]
+        before = np.flatnonzero(t[1:] < t[:-1])[:5] + 1
+        problems = [f"times[{i}] = {v[i]!r} is outside 0..{MAX_SECONDS:g}" for i in outside]
         problems += [f"times[{i}] = {v[i]!r} comes before times[{i - 1}] = {v[i - 1]!r}"
-                     for i in range(1, len(v)) if v[i] < v[i - 1]]
+                     for i in before]
+        if not problems:
+            try:
+                times_to_ns(v)
+            except ValueError as e:
+                problems.append(str(e))
         if problems:
             raise ValueError("; ".join(problems) + "; times must be seconds in "
-                             f"0..{MAX_SECONDS:g}, non-decreasing")
+                             f"0..{MAX_SECONDS:g}, whole nanoseconds, non-decreasing")
         return v
 
 
@@ -72,8 +78,8 @@ class Poisson(_Source):
 class Periodic(_Source):
     """Arrivals at start + k * period, k = 1, 2, ... (seconds)."""
     type: Literal["periodic"] = "periodic"
-    period: float = Field(gt=0, le=MAX_SECONDS)
-    start: float = Field(0.0, ge=0, le=MAX_SECONDS)
+    period: Seconds
+    start: SecondsOrZero = 0.0
 
 
 Source = Annotated[Union[Trace, Poisson, Periodic], Field(discriminator="type")]
@@ -89,9 +95,9 @@ class Workload(Validated):
     sources: list[Source] = Field(default_factory=list)
     lvtpc: Literal["nmi", "fixed", "smi", "masked"] = Field(
         "nmi", description="LVTPC delivery mode the guest programs (VTune, perf: nmi)")
-    nmi_handler: float = Field(5e-6, ge=0, le=1.0,
-                               description="guest NMI handler time until IRET, s")
-    irq_handler: float = Field(2e-6, ge=0, le=1.0, description="guest IRQ handler time, s")
+    nmi_handler: SecondsOrZero = Field(5e-6, le=1.0,
+                                       description="guest NMI handler time until IRET, s")
+    irq_handler: SecondsOrZero = Field(2e-6, le=1.0, description="guest IRQ handler time, s")
 
     @model_validator(mode="after")
     def _vcpu_in_range(self) -> Workload:
@@ -103,22 +109,18 @@ class Workload(Validated):
 
     def raised_requests(self) -> set[str]:
         """Requests the workload's sources post directly (handlers add more: see plan)."""
-        out = set()
-        for s in self.sources:
-            k = s.kind
-            if k == "pmi":
-                out |= {"PMI", "PMU"}
-            elif k == "emulated-pmi":
-                out.add("PMU")
-            elif k == "nmi":
-                out.add("NMI")
-            elif k == "irq":
-                out.add("EVENT")
-            elif k == "request:noop":
-                pass                     # only no-op requests the order checks (plan.py)
-            elif k.startswith("request:"):
-                out.add(k.removeprefix("request:"))
-        return out
+        return set().union(*(raised_by(s.kind) for s in self.sources))
+
+
+# What an arrival of each kind posts directly; request:noop posts only no-op requests the
+# order checks (_plan.py).
+_RAISES = {"pmi": {"PMI", "PMU"}, "emulated-pmi": {"PMU"}, "nmi": {"NMI"}, "irq": {"EVENT"},
+           "exit": set(), "request:noop": set()}
+
+
+def raised_by(kind: str) -> set[str]:
+    """Requests one arrival of `kind` posts (kvm_perf_overflow, kvm_inject_nmi, ...)."""
+    return _RAISES[kind] if kind in _RAISES else {kind.removeprefix("request:")}
 
 
 def _spec2017_vtune(vcpus: int = 8, scale: float = 1.0) -> Workload:

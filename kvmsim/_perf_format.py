@@ -12,16 +12,10 @@ evsel->unit is "" unless set (evsel.c evsel__init), so the unit field is always 
 
 from __future__ import annotations
 
-from .counters import EVENTS, PHASES
+from . import _spec
+from ._names import perf_name as event_name
 
-# kvmsim counters under the names perf users know; the rest are kvmsim:<counter>.
-PERF_NAMES = {
-    "canceled_vmenters": "probe:vmx_cancel_injection",
-    "vmexits": "kvm:kvm_exit",
-    "vmenters": "kvm:kvm_entry",
-    "irqs_injected": "kvm:kvm_inj_virq",
-}
-UNITS = {f"ns.{p}": "ns" for p in PHASES}
+UNITS = {c.name: c.unit for c in _spec.COUNTERS if c.unit}
 
 # Widths (stat-display.c #defines, builtin-stat.c stat_config.unit_width = 4 = strlen("unit"),
 # widened to the longest unit; ours are "" and "ns").
@@ -33,26 +27,6 @@ COUNTS_LEN, UNIT_WIDTH, EVNAME_LEN, METRIC_LEN, INTERVAL_LEN, CPU_LEN = 18, 4, 3
 INTERVAL_HEADER = "#           time             counts unit events"
 INTERVAL_HEADER_CPU = "#           time cpu                counts unit events"
 EMPTY_METRIC = " " * METRIC_LEN  # print_metric_std(unit=NULL): "%-*s", METRIC_LEN, ""
-
-
-def event_name(counter: str) -> str:
-    return PERF_NAMES.get(counter, f"kvmsim:{counter}")
-
-
-def counter_names() -> tuple[str, ...]:
-    """Counters that `-e` accepts (request counts as requests.<NAME>)."""
-    return EVENTS + tuple(f"ns.{p}" for p in PHASES)
-
-
-def resolve_events(spec: str, allowed: tuple[str, ...]) -> list[str]:
-    """`-e a,b,c` (perf names or kvmsim counter names) -> kvmsim counter names."""
-    by_name = {event_name(c): c for c in allowed} | {c: c for c in allowed}
-    wanted = [e.strip() for e in spec.split(",") if e.strip()]
-    bad = [e for e in wanted if e not in by_name]
-    if bad or not wanted:
-        raise ValueError(f"unknown event {', '.join(map(repr, bad)) or repr(spec)}; allowed: "
-                         + ", ".join(event_name(c) for c in allowed))
-    return [by_name[e] for e in wanted]
 
 
 def timestamp(seconds_ns: int) -> str:

@@ -1,0 +1,292 @@
+"""The model's shared vocabulary, written once: codes, bits, thresholds, parameters, counters.
+
+Both engines read it: `_reference.py` imports it, and `_core.pyx` cimports `_spec.pxd`, which
+setup.py generates from `_spec.pxd.in` with the values below (tests/test_spec.py fails when a
+built `_spec.pxd` is stale). Nothing here imports pydantic or numpy, so setup.py can load it
+before anything is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+from . import catalogue
+
+N_BITS = 64                      # u64 vcpu->requests (include/linux/kvm_host.h)
+NEVER = 2**63 - 1                # an arrival that never comes (INT64_MAX ns)
+MAX_GAP_NS = 2.0**62             # an exponential gap this long or longer means NEVER
+UNCHECKED = 255                  # rank of a bit that no check of the order consumes
+POLL_EVERY = 1 << 15             # loop steps between two looks for Ctrl-C or a stop
+
+
+class Src(IntEnum):
+    """Source kinds. Guest-side kinds (below NMI) happen only while the guest runs."""
+    EXIT = 0
+    PMI = 1
+    EMUL_PMI = 2
+    NMI = 3
+    IRQ = 4
+    REQUEST = 5
+    REQUEST_NOOP = 6
+
+
+FIRST_HOST_SRC = Src.NMI
+SRC_OF_KIND = {"exit": Src.EXIT, "pmi": Src.PMI, "emulated-pmi": Src.EMUL_PMI,
+               "nmi": Src.NMI, "irq": Src.IRQ, "request:noop": Src.REQUEST_NOOP}
+
+
+class Dist(IntEnum):
+    POISSON = 0
+    PERIODIC = 1
+    TRACE = 2
+
+
+class Handler(IntEnum):
+    """What a fired check runs; every request without its own handler is NOOP."""
+    NOOP = 0
+    NMI = 1
+    PMU = 2
+    PMI = 3
+    SMI = 4
+    EVENT = 5
+
+
+HANDLER_OF = {"NMI": Handler.NMI, "PMU": Handler.PMU, "PMI": Handler.PMI, "SMI": Handler.SMI,
+              "EVENT": Handler.EVENT}
+
+
+class Entry(IntEnum):
+    """The event written for the next VM-Enter (VM_ENTRY_INTR_INFO_FIELD / event_inj)."""
+    NONE = 0
+    NMI = 1
+    IRQ = 2
+
+
+class Lvtpc(IntEnum):
+    """LVTPC delivery mode the guest programs."""
+    NMI = 0
+    FIXED = 1
+    SMI = 2
+    MASKED = 3
+
+
+class Mode(IntEnum):
+    """vcpu->mode (include/linux/kvm_host.h)."""
+    OUTSIDE_GUEST_MODE = 0
+    IN_GUEST_MODE = 1
+    EXITING_GUEST_MODE = 2
+
+
+class Stop(IntEnum):
+    """Why Engine.run returned before every vCPU reached `until`."""
+    DONE = 0
+    INTERRUPTED = 1          # Ctrl-C, or a trace hook that raised
+    UNCONSUMABLE = 2         # a pending request that no check of the order clears
+
+
+class TraceEvent(IntEnum):
+    """Events a trace hook receives: hook(t_ns, vcpu, event, a, b); `_trace.py` formats them."""
+    EXIT = 0                 # kvm_exit            a: ExitReason, b: requests
+    MAKE_REQUEST = 1         # kvm_make_request    a: Src of the arrival, b: bit (or -1)
+    CHECK_REQUEST = 2        # kvm_check_request   a: bit, b: position in the order
+    NMI_DROP = 3             # process_nmi         a: NMIs dropped, b: limit
+    INJ_NMI = 4              # kvm_inj_nmi
+    INJ_VIRQ = 5             # kvm_inj_virq
+    ENTRY = 6                # kvm_entry           b: requests
+    CANCEL = 7               # vmx_cancel_injection  b: requests
+
+
+class ExitReason(IntEnum):
+    """Why the guest left (VMX exit-reason names), for trace hooks."""
+    GUEST = 0                # the guest's own exit (exit sources, guest_exit_rate)
+    EXTERNAL_INTERRUPT = 1   # a kick: another CPU's IPI
+    EXCEPTION_NMI = 2        # the host NMI of a guest counter overflow
+    EPT_MISCONFIG = 3        # an emulated instruction (emulated-pmi)
+    PREEMPTION_TIMER = 4     # req_immediate_exit
+    NMI_WINDOW = 5
+    INTERRUPT_WINDOW = 6
+    MSR_WRITE = 7            # the guest PMI handler's LVTPC write
+    IRET = 8                 # SVM's IRET intercept
+
+
+# Each TraceEvent as the kernel names its tracepoint or function, and the counter it counts.
+TRACEPOINTS: dict[TraceEvent, tuple[str, str | None]] = {
+    TraceEvent.EXIT: ("kvm_exit", "vmexits"),
+    TraceEvent.MAKE_REQUEST: ("kvm_make_request", None),
+    TraceEvent.CHECK_REQUEST: ("kvm_check_request", None),
+    TraceEvent.NMI_DROP: ("process_nmi", "nmis_dropped"),
+    TraceEvent.INJ_NMI: ("kvm_inj_nmi", None),
+    TraceEvent.INJ_VIRQ: ("kvm_inj_virq", None),
+    TraceEvent.ENTRY: ("kvm_entry", "vmenters"),
+    TraceEvent.CANCEL: ("vmx_cancel_injection", "canceled_vmenters"),
+}
+
+SPECIAL_BITS = {name: catalogue.bit_of(name) for name in HANDLER_OF}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One field of the engines' parameter block (ks_params in C)."""
+    name: str
+    ctype: str               # C type; "T[n]" is a fixed array
+    doc: str
+
+
+@dataclass(frozen=True)
+class Cost:
+    """One phase of the run loop with a simulated cost (docs/model.md derives each default)."""
+    name: str
+    default_ns: int
+    doc: str
+
+
+COSTS: tuple[Cost, ...] = (
+    Cost("vmexit", 340, "VM-exit: half the hardware round trip"),
+    Cost("vmenter", 340, "VM-Enter: the other half"),
+    Cost("check", 1, "one kvm_check_request() test_bit"),
+    Cost("handler", 100, "a no-op request's handler"),
+    Cost("event", 470, "the EVENT block: kvm_check_and_inject_events"),
+    Cost("state_load", 90, "kvm_mmu_reload .. kvm_vcpu_exit_request"),
+    Cost("cancel", 90, "the cancel path and the next vcpu_run iteration"),
+)
+# Handler costs of the requests with their own handler; every other request costs `handler`.
+DEFAULT_HANDLER_NS = {"NMI": 30, "PMU": 500, "PMI": 150, "SMI": 30}
+
+# Plan.params holds exactly these keys; _core.pyx takes them in one dict-to-struct assignment.
+PARAMS: tuple[Param, ...] = (
+    Param("n_checks", "int32_t", "checks in the order, EVENT last"),
+    Param("order", "uint8_t[64]", "request bit of each check position"),
+    Param("rank", "uint8_t[64]", "check position of each bit, or UNCHECKED"),
+    Param("handler", "uint8_t[64]", "Handler code per bit"),
+    Param("handler_ns", "int64_t[64]", "handler cost per bit (Costs.handlers, .handler, .event)"),
+    Param("raises", "uint64_t[64]", "requests a no-op handler always raises"),
+    Param("unconsumable", "uint64_t", "bits no check clears: pending at the late check, a "
+                                      "livelock"),
+    Param("n_noop", "int32_t", "no-op requests request:noop picks from"),
+    Param("noop_bits", "uint8_t[64]", "those requests' bits, in catalogue order"),
+    *(Param(f"cost_{c.name}", "int64_t", c.doc) for c in COSTS if c.name != "handler"),
+    Param("intel", "uint8_t", "Intel host and guest CPUID (else AMD)"),
+    Param("lvtpc", "int32_t", "Lvtpc code of the guest's LVTPC"),
+    Param("nmi_handler_ns", "int64_t", "guest NMI handler time"),
+    Param("irq_handler_ns", "int64_t", "guest IRQ handler time"),
+    Param("guest_exit_mean_ns", "double", "mean guest run between its own exits; 0: none"),
+    Param("interval_ns", "int64_t", "counts are kept per interval of this length"),
+)
+
+
+@dataclass(frozen=True)
+class Counter:
+    """One counted event: its kvmsim name, the name perf users know, unit and meaning."""
+    name: str
+    perf: str
+    help: str
+    unit: str = ""
+
+
+EVENTS: tuple[Counter, ...] = (
+    Counter("vmexits", "kvm:kvm_exit", "VM-exits of any reason"),
+    Counter("vmenter_attempts", "kvmsim:vmenter_attempts",
+            "passes that reached kvm_vcpu_exit_request()"),
+    Counter("vmenters", "kvm:kvm_entry", "completed VM-Enters"),
+    Counter("canceled_vmenters", "probe:vmx_cancel_injection",
+            "VM-Enters cancelled by kvm_vcpu_exit_request() (cancel_injection)"),
+    Counter("immediate_exits", "kvmsim:immediate_exits",
+            "exits forced by req_immediate_exit"),
+    Counter("nmi_window_exits", "kvmsim:nmi_window_exits",
+            "handle_nmi_window (VMX) or IRET completion (SVM)"),
+    Counter("irq_window_exits", "kvmsim:irq_window_exits", "handle_interrupt_window"),
+    Counter("nmis_queued", "kvmsim:nmis_queued", "kvm_inject_nmi: nmi_queued++"),
+    Counter("nmis_injected", "kvmsim:nmis_injected", "NMIs delivered by a completed VM-Enter"),
+    Counter("nmis_dropped", "kvmsim:nmis_dropped", "NMIs over process_nmi's limit"),
+    Counter("pmis_raised", "kvmsim:pmis_raised", "counter overflows that set KVM_REQ_PMI"),
+    Counter("pmis_coalesced", "kvmsim:pmis_coalesced",
+            "overflows ignored (reprogram pending, or KVM_REQ_PMI already set)"),
+    Counter("pmis_delivered", "kvmsim:pmis_delivered",
+            "kvm_apic_local_deliver(LVTPC) accepted"),
+    Counter("pmis_dropped", "kvmsim:pmis_dropped", "PMIs refused because LVTPC is masked"),
+    Counter("irqs_raised", "kvmsim:irqs_raised", "IRR bit sets (__apic_accept_irq, fixed)"),
+    Counter("irqs_coalesced", "kvmsim:irqs_coalesced", "IRR sets that found the bit set"),
+    Counter("irqs_injected", "kvmsim:irqs_injected", "IRQs delivered by a completed VM-Enter"),
+    Counter("smis_injected", "kvmsim:smis_injected", "enter_smm from the EVENT block"),
+)
+
+PHASES: tuple[Counter, ...] = tuple(
+    Counter(f"ns.{p}", f"kvmsim:ns.{p}", help, "ns") for p, help in (
+        ("guest", "simulated ns in the guest"),
+        ("vmexit", "simulated ns of VM-exits"),
+        ("requests", "simulated ns of request checks and their handlers, but EVENT"),
+        ("event", "simulated ns of the EVENT block (kvm_check_and_inject_events)"),
+        ("state_load", "simulated ns from kvm_mmu_reload to kvm_vcpu_exit_request()"),
+        ("vmenter", "simulated ns of VM-Enters"),
+        ("cancel", "simulated ns of the cancel path"),
+    ))
+
+# One column per request bit in each group: checks that fired; cancels with the bit pending
+# because it arrived after its check ("async"); cancels with it pending because a handler
+# checked after it raised it in the same pass ("backedge").
+BIT_GROUPS = {
+    "requests": "kvm_check_request() of KVM_REQ_{} that fired",
+    "cancels.async": "cancels with KVM_REQ_{} pending, posted after its check",
+    "cancels.backedge": "cancels with KVM_REQ_{} pending, raised by a handler checked later",
+}
+
+COUNTERS: tuple[Counter, ...] = EVENTS + PHASES
+COLUMN = {c.name: i for i, c in enumerate(COUNTERS)}      # counter -> column of the counts
+REQ_BASE = len(COUNTERS)
+BIT_BASE = {g: REQ_BASE + i * N_BITS for i, g in enumerate(BIT_GROUPS)}
+N_COLUMNS = REQ_BASE + len(BIT_GROUPS) * N_BITS
+
+
+def column(counter: str) -> int:
+    """The counts column of a kvmsim counter name (events, ns.*, <group>.<REQUEST>)."""
+    if counter in COLUMN:
+        return COLUMN[counter]
+    group, _, request = counter.rpartition(".")
+    return BIT_BASE[group] + catalogue.bit_of(request)
+
+
+def column_name(col: int) -> str:
+    """The counter in a counts column (per-bit columns without a request: <group>.bit<N>)."""
+    if col < REQ_BASE:
+        return COUNTERS[col].name
+    group = list(BIT_GROUPS)[(col - REQ_BASE) // N_BITS]
+    bit = (col - REQ_BASE) % N_BITS
+    return f"{group}.{catalogue.BY_BIT[bit].name if bit in catalogue.BY_BIT else f'bit{bit}'}"
+
+
+# vCPU state that Engine.state(vcpu) reports, as in struct kvm_vcpu where there is a twin.
+STATE_FIELDS = ("now", "mode", "requests", "nmi_queued", "nmi_pending", "nmi_injected",
+                "irq_pending", "irq_injected", "smi_pending", "nmi_window", "irq_window",
+                "lvtpc_masked", "nmi_blocked", "irq_blocked", "in_host")
+
+
+def enums() -> dict[str, dict[str, int]]:
+    """The C enums of _spec.pxd: prefix -> {name: value}."""
+    return {
+        "SRC_": {m.name: m.value for m in Src},
+        "DIST_": {m.name: m.value for m in Dist},
+        "H_": {m.name: m.value for m in Handler},
+        "ENTRY_": {m.name: m.value for m in Entry},
+        "LVTPC_": {m.name: m.value for m in Lvtpc},
+        "STOP_": {m.name: m.value for m in Stop},
+        "T_": {m.name: m.value for m in TraceEvent},
+        "R_": {m.name: m.value for m in ExitReason},
+        "BIT_": dict(SPECIAL_BITS),
+        "C_": {**{c.name.replace("ns.", "NS_").upper(): i for i, c in enumerate(COUNTERS)},
+               **{f"{g.replace('cancels.', 'CANCEL_').upper()}_BASE": b
+                  for g, b in BIT_BASE.items()},
+               "COLUMNS": N_COLUMNS},
+        "": {**{m.name: m.value for m in Mode}, "FIRST_HOST_SRC": int(FIRST_HOST_SRC),
+             "UNCHECKED": UNCHECKED, "POLL_EVERY": POLL_EVERY, "N_BITS": N_BITS},
+    }
+
+
+def render_pxd(template: str) -> str:
+    """_spec.pxd from its template (Cython's Tempita, as numpy renders its .pxd.in files)."""
+    from Cython import Tempita
+    enum_blocks = [(prefix, members) for prefix, members in enums().items()]
+    params = [(p.ctype.split("[")[0], p.name + ("[" + p.ctype.split("[")[1]
+                                                 if "[" in p.ctype else ""), p.doc)
+              for p in PARAMS]
+    return Tempita.sub(template, enums=enum_blocks, params=params, max_gap=repr(MAX_GAP_NS))
