@@ -70,11 +70,8 @@ ctypedef struct ks_source:
     int64_t idx
     bitgen_t *rng
 
-# What one Engine.run call shares with every vCPU: the counts window, hooks, why it stopped.
+# What one Engine.run call shares with every vCPU: when to look for a stop, and why it stopped.
 ctypedef struct ks_ctx:
-    int64_t first         # the interval each vCPU's counts[0] holds
-    ks_hook hook          # NULL: no trace
-    void *hook_ctx
     ks_poll poll          # NULL: never stop early
     void *poll_ctx
     int32_t stop          # STOP_*
@@ -115,7 +112,10 @@ ctypedef struct ks_vcpu:
     ks_source *guest
     int32_t n_guest
     bitgen_t *exit_rng
-    int64_t *counts       # this run's counts: [interval - ctx.first][C_COLUMNS]
+    int64_t *counts       # this run's counts: [interval - first][C_COLUMNS]
+    int64_t first         # the interval counts[0] holds
+    ks_hook hook          # NULL: no trace
+    void *hook_ctx
     ks_ctx *ctx
 
 # Advance one vCPU to `until` (ns), adding into v.counts. Between runs another thread
@@ -131,4 +131,4 @@ cdef class Engine:
     cdef ks_ctx ctx
     cdef readonly int n_vcpus
     cdef list _keep          # bit generators and trace arrays the C state points into
-    cdef object _hook, _hook_error, _stop_event
+    cdef object _plan, _hook, _hook_error, _stop_event

@@ -5,10 +5,12 @@ Each function names the kernel function it mirrors; docs/model.md gives the cita
 codes, bits and counter columns come from _spec.pxd, generated from kvmsim/_spec.py.
 """
 
+from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.stdlib cimport calloc, free
+from libc.string cimport memcpy
 from numpy.random cimport bitgen_t
 from numpy.random.c_distributions cimport random_standard_exponential
 
@@ -61,11 +63,11 @@ cdef inline void update_next_host(ks_vcpu *v) noexcept nogil:
 
 # --- bookkeeping --------------------------------------------------------------------------
 cdef inline int64_t *row(const ks_vcpu *v, const ks_params *p, int64_t t) noexcept nogil:
-    return v.counts + (t // p.interval_ns - v.ctx.first) * C_COLUMNS
+    return v.counts + (t // p.interval_ns - v.first) * C_COLUMNS
 
 cdef inline void hook(ks_vcpu *v, int64_t t, int32_t event, int64_t a,
                       int64_t b) noexcept nogil:
-    v.ctx.hook(v.ctx.hook_ctx, t, v.index, event, a, b)
+    v.hook(v.hook_ctx, t, v.index, event, a, b)
 
 cdef inline int64_t poll(ks_vcpu *v, int64_t t, int64_t until) noexcept nogil:
     # Every POLL_EVERY steps: stop at t (as a run to `until` = t would) when asked.
@@ -86,13 +88,13 @@ cdef inline void accept_irq(ks_vcpu *v, int64_t k, int64_t *c) noexcept nogil:
     v.irq_pending = 1
     ks_make_request(&v.requests, BIT_EVENT)
 
-cdef void arrive(ks_vcpu *v, int kind, int bit, int64_t k, int64_t *c,
+cdef inline void arrive(ks_vcpu *v, int kind, int bit, int64_t k, int64_t *c,
                  int64_t t) noexcept nogil:
     # k arrivals of one kind at once
     cdef int64_t j
     if k == 0:
         return
-    if v.ctx.hook != NULL:
+    if v.hook != NULL:
         for j in range(k):
             hook(v, t, T_MAKE_REQUEST, kind, bit if kind == SRC_REQUEST else -1)
     if kind == SRC_NMI:                 # kvm_inject_nmi
@@ -104,7 +106,7 @@ cdef void arrive(ks_vcpu *v, int kind, int bit, int64_t k, int64_t *c,
     else:                               # SRC_REQUEST
         ks_make_request(&v.requests, bit)
 
-cdef void apply_host(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c) noexcept nogil:
+cdef inline void apply_host(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c) noexcept nogil:
     # kvm_make_request for every host-side arrival at or before t; the kick only matters in
     # guest mode (kvm_vcpu_kick), where the caller turns it into a VM-exit. Arrivals of one
     # source are applied together, unless a trace hook wants each with its own time.
@@ -123,7 +125,7 @@ cdef void apply_host(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c) noex
                 arrive(v, SRC_REQUEST, bit, 1, c, at)
             else:
                 arrive(v, s.kind, s.bit,
-                       source_advance(s, at if v.ctx.hook != NULL else t), c, at)
+                       source_advance(s, at if v.hook != NULL else t), c, at)
     if v.ext_at <= t:                   # Engine.inject: NMIs, then IRQs
         arrive(v, SRC_NMI, 0, v.ext_nmi, c, v.ext_at)
         arrive(v, SRC_IRQ, 0, v.ext_irq, c, v.ext_at)
@@ -243,7 +245,7 @@ cdef inline void process_nmi(ks_vcpu *v, int64_t t, int64_t *c) noexcept nogil:
     v.nmi_pending += v.nmi_queued
     v.nmi_queued = 0
     if v.nmi_pending > limit:
-        if v.ctx.hook != NULL:
+        if v.hook != NULL:
             hook(v, t, T_NMI_DROP, v.nmi_pending - limit, limit)
         c[C_NMIS_DROPPED] += v.nmi_pending - limit
         v.nmi_pending = limit
@@ -289,7 +291,7 @@ cdef void inject_events(ks_vcpu *v, int64_t t, int64_t *c) noexcept nogil:
             v.req_immediate_exit = 1
             return
         if not v.nmi_blocked:           # nmi_allowed
-            if v.ctx.hook != NULL:
+            if v.hook != NULL:
                 hook(v, t, T_INJ_NMI, 0, 0)
             v.nmi_pending -= 1
             v.nmi_injected = 1
@@ -302,7 +304,7 @@ cdef void inject_events(ks_vcpu *v, int64_t t, int64_t *c) noexcept nogil:
             v.req_immediate_exit = 1
             return
         if not (v.nmi_blocked or v.irq_blocked):
-            if v.ctx.hook != NULL:
+            if v.hook != NULL:
                 hook(v, t, T_INJ_VIRQ, 0, 0)
             v.irq_pending = 0
             v.irq_injected = 1
@@ -372,7 +374,7 @@ cdef int64_t one_pass(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c,
             t = t_r
             break
         bit = p.order[r]
-        if v.ctx.hook != NULL:
+        if v.hook != NULL:
             hook(v, t_r, T_CHECK_REQUEST, bit, r)
         ks_check_request(&v.requests, bit)     # clear, then handle
         c[C_REQUESTS_BASE + bit] += 1
@@ -392,7 +394,7 @@ cdef int64_t one_pass(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c,
     v.mode = IN_GUEST_MODE
     apply_host(v, p, t, c)
     c[C_VMENTER_ATTEMPTS] += 1
-    if v.ctx.hook != NULL:
+    if v.hook != NULL:
         hook(v, t, T_CANCEL if v.requests else T_ENTRY, 0, <int64_t>v.requests)
     if ks_request_pending(&v.requests):
         # cancel_injection: vmx_cancel_injection puts the written event back as injected
@@ -463,7 +465,7 @@ cdef int exit_reason(const ks_vcpu *v, const ks_params *p, int64_t t) noexcept n
 cdef inline int64_t vm_exit(ks_vcpu *v, const ks_params *p, int64_t t,
                             int64_t *c) noexcept nogil:
     # A VM-exit at t; returns when vcpu_enter_guest() starts its first pass.
-    cdef int reason = exit_reason(v, p, t) if v.ctx.hook != NULL else 0
+    cdef int reason = exit_reason(v, p, t) if v.hook != NULL else 0
     v.mode = OUTSIDE_GUEST_MODE
     c[C_VMEXITS] += 1
     if v.immediate_exit:
@@ -471,7 +473,7 @@ cdef inline int64_t vm_exit(ks_vcpu *v, const ks_params *p, int64_t t,
         v.immediate_exit = 0
     apply_guest(v, p, t, c)
     apply_host(v, p, t, c)
-    if v.ctx.hook != NULL:
+    if v.hook != NULL:
         hook(v, t, T_EXIT, reason, <int64_t>v.requests)
     c[C_NS_VMEXIT] += p.cost_vmexit
     return t + p.cost_vmexit
@@ -604,6 +606,7 @@ cdef class Engine:
         cdef ks_source *s
         cdef ks_vcpu *v
         self._keep = []
+        self._plan = plan
         self.params = plan.params            # dict -> struct: every _spec.PARAMS field
         self.n_vcpus = plan.vcpus
         self.vcpus = <ks_vcpu *> calloc(plan.vcpus, sizeof(ks_vcpu))
@@ -637,6 +640,16 @@ cdef class Engine:
                 s += 1
             update_next_host(v)
 
+    def __reduce__(self):
+        # The plan rebuilds the pointers; the vCPU structs, source positions and random
+        # streams carry the state. A trace hook is not pickled.
+        vcpus = [PyBytes_FromStringAndSize(<char *>&self.vcpus[i], sizeof(ks_vcpu))
+                 for i in range(self.n_vcpus)]
+        n = len(self._plan.sources)
+        sources = [(self.sources[i].next_t, self.sources[i].idx) for i in range(n)]
+        streams = [bg.state for bg in self._keep if isinstance(bg, np.random.PCG64)]
+        return _restore, (self._plan, vcpus, sources, streams)
+
     def __dealloc__(self):
         free(self.vcpus)
         free(self.sources)
@@ -653,7 +666,6 @@ cdef class Engine:
         cdef int64_t *base = &counts[0, 0, 0]
         cdef int64_t stride = counts.shape[1] * C_COLUMNS
         self._stop_event = stop_event
-        self.ctx.first = first_interval
         self.ctx.stop = STOP_DONE
         self.ctx.poll = _py_poll
         self.ctx.poll_ctx = <void *>self
@@ -661,6 +673,7 @@ cdef class Engine:
             with nogil:
                 for i in range(self.n_vcpus):
                     self.vcpus[i].counts = base + i * stride
+                    self.vcpus[i].first = first_interval
                     ks_vcpu_run(&self.vcpus[i], &self.params, until_ns)
                     if self.ctx.stop != STOP_DONE:
                         break
@@ -700,11 +713,13 @@ cdef class Engine:
 
     def set_trace(self, hook):
         """Call hook(t_ns, vcpu, event, a, b) for each TraceEvent; None turns it off."""
+        cdef int i
         self._hook = hook
-        self.ctx.hook = NULL
-        if hook is not None:
-            self.ctx.hook = _py_hook
-        self.ctx.hook_ctx = <void *>self
+        for i in range(self.n_vcpus):
+            self.vcpus[i].hook = NULL
+            if hook is not None:
+                self.vcpus[i].hook = _py_hook
+            self.vcpus[i].hook_ctx = <void *>self
 
     def state(self, int vcpu):
         """The vCPU's state (_spec.STATE_FIELDS) as a dict of ints."""
@@ -715,6 +730,23 @@ cdef class Engine:
             v.irq_pending, v.irq_injected, v.smi_pending, v.nmi_window, v.irq_window,
             v.lvtpc_masked, v.nmi_blocked, v.irq_blocked, v.in_host)))
 
+
+
+def _restore(plan, vcpus, sources, streams):
+    cdef Engine e = Engine(plan)
+    cdef ks_vcpu fresh
+    cdef int i
+    for i in range(e.n_vcpus):
+        fresh = e.vcpus[i]
+        memcpy(&e.vcpus[i], <const char *>vcpus[i], sizeof(ks_vcpu))
+        e.vcpus[i].host, e.vcpus[i].guest = fresh.host, fresh.guest
+        e.vcpus[i].exit_rng, e.vcpus[i].ctx = fresh.exit_rng, fresh.ctx
+        e.vcpus[i].counts, e.vcpus[i].hook, e.vcpus[i].hook_ctx = NULL, NULL, NULL
+    for i, (next_t, idx) in enumerate(sources):
+        e.sources[i].next_t, e.sources[i].idx = next_t, idx
+    for bg, state in zip([bg for bg in e._keep if isinstance(bg, np.random.PCG64)], streams):
+        bg.state = state
+    return e
 
 
 cdef _check_vcpu(Engine e, int vcpu):

@@ -15,8 +15,9 @@ MAX_RATE = 1e9             # arrivals per second: a mean gap of at least 1 ns
 MAX_COST_NS = 1_000_000_000  # one phase of the run loop: at most a simulated second
 MAX_COUNTS_BYTES = 2**32   # the per-interval counts a Result keeps
 # How far from a whole number of ns a time may be: float seconds carry rounding noise
-# (0.1 + 0.2), but 1.4e-9 s is not 1 ns.
-WHOLE_NS_TOLERANCE = 1e-6
+# (0.3 s is 299999999.99999994 ns), but 1.4e-9 s is not 1 ns, nor 1/3 s 333333333 ns.
+def _noise(ns):
+    return np.maximum(1e-6, 1e-15 * np.abs(ns))
 
 
 def _problem(value, minimum_ns: int) -> str | None:
@@ -25,11 +26,12 @@ def _problem(value, minimum_ns: int) -> str | None:
     allowed = f"allowed: seconds in {lo}..{MAX_SECONDS:g}, whole nanoseconds"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return f"{value!r} is not a number of seconds; {allowed}"
-    if not (math.isfinite(value) and minimum_ns / NS <= value <= MAX_SECONDS):
-        return f"{value!r} s is out of range; {allowed}"
+    if not (minimum_ns / NS <= value <= MAX_SECONDS) or not math.isfinite(value):
+        return f"{value!r:.40} s is out of range; {allowed}"
     ns = value * NS
-    if abs(ns - round(ns)) > WHOLE_NS_TOLERANCE * max(1.0, abs(ns)):
-        return f"{value!r} s is not a whole number of nanoseconds; {allowed}"
+    if abs(ns - round(ns)) > _noise(ns):
+        return (f"{value!r} s is not a whole number of nanoseconds (nearest: "
+                f"{round(ns) / NS!r} s); {allowed}")
     if round(ns) < minimum_ns:
         return f"{value!r} s rounds to {round(ns)} ns; {allowed}"
     return None
@@ -47,7 +49,7 @@ def times_to_ns(times) -> np.ndarray:
     """A sequence of seconds -> int64 ns, vectorised (trace times can number millions)."""
     ns = np.asarray(times, dtype=np.float64) * NS
     out = np.rint(ns)
-    bad = np.abs(ns - out) > WHOLE_NS_TOLERANCE * np.maximum(1.0, np.abs(ns))
+    bad = np.abs(ns - out) > _noise(ns)
     if bad.any():
         i = int(np.argmax(bad))
         raise ValueError(f"times[{i}] = {times[i]!r} s is not a whole number of nanoseconds")

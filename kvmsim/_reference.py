@@ -539,6 +539,11 @@ class _VCpu:
             self.pass_at = self._exit(t, self._row(t))
             self.in_host = True
 
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("counts", None)             # a view of the Simulation's window
+        return state
+
     def kick(self):
         """kvm_vcpu_kick: cmpxchg(mode, IN_GUEST_MODE, EXITING_GUEST_MODE)."""
         if self.mode == Mode.IN_GUEST_MODE:
@@ -587,14 +592,18 @@ class Engine:
     def make_request(self, vcpu: int, bit: int, kick: bool) -> bool:
         """Another CPU posts request `bit` (kvm_make_request) and, with kick, kicks the vCPU
         (kvm_vcpu_kick): in guest mode it exits at `now`. Returns whether a kick was sent."""
-        v = self.vcpus[vcpu]
+        v = self._vcpu(vcpu)
+        if not 0 <= bit < _spec.N_BITS:
+            raise ValueError(f"bit {bit} is outside 0..63")
         v.requests |= 1 << bit
-        return kick and v.kick()
+        return bool(kick and v.kick())
 
     def inject(self, vcpu: int, kind: int, count: int = 1) -> bool:
         """Another CPU injects `count` NMIs or IRQs (kvm_inject_nmi / kvm_apic_set_irq), or a
         guest counter overflows (kvm_perf_overflow), at the vCPU's `now`, with a kick."""
-        v = self.vcpus[vcpu]
+        v = self._vcpu(vcpu)
+        if kind not in (Src.PMI, Src.NMI, Src.IRQ):
+            raise ValueError(f"kind {kind} cannot be injected")
         if kind == Src.PMI:
             v.ext_pmi += count
             v.ext_pmi_at = min(v.ext_pmi_at, v.now)
@@ -605,6 +614,11 @@ class Engine:
                 v.ext_irq += count
             v.ext_at = min(v.ext_at, v.now)
         return v.kick()
+
+    def __getstate__(self):
+        state = self.__dict__.copy()          # a trace hook is not pickled
+        state["hook"] = state["_stop_event"] = state["_hook_error"] = None
+        return state
 
     def set_trace(self, hook) -> None:
         """Call hook(t_ns, vcpu, event, a, b) for each TraceEvent; None turns it off."""
@@ -625,4 +639,9 @@ class Engine:
         self.hook = guarded
 
     def state(self, vcpu: int) -> dict[str, int]:
-        return self.vcpus[vcpu].state()
+        return self._vcpu(vcpu).state()
+
+    def _vcpu(self, vcpu: int) -> _VCpu:
+        if not 0 <= vcpu < self.n_vcpus:
+            raise ValueError(f"vcpu {vcpu} is outside 0..{self.n_vcpus - 1}")
+        return self.vcpus[vcpu]

@@ -189,13 +189,12 @@ class Simulation:
             self._kept = kept
 
     def _unconsumable(self) -> str:
-        names = sorted({catalogue.BY_BIT[b].name if b in catalogue.BY_BIT else f"bit {b}"
-                        for v in range(self.plan.vcpus)
-                        for b in range(_spec.N_BITS)
-                        if self.engine.state(v)["requests"] & self.plan.params["unconsumable"]
-                        & (1 << b)})
-        return (f"KVM_REQ_{', KVM_REQ_'.join(names)} is pending but the order never checks it: "
-                "every VM-Enter would be cancelled without end; add it to the order")
+        pending = 0
+        for v in range(self.plan.vcpus):
+            pending |= self.engine.state(v)["requests"] & self.plan.params["unconsumable"]
+        names = [catalogue.name_of(b) for b in range(_spec.N_BITS) if pending >> b & 1]
+        return (f"{', '.join(names)} pending, but the order never checks it: every VM-Enter "
+                "would be cancelled without end (vcpu_enter_guest() never clears it)")
 
     def partial(self) -> Intervals | None:
         """The interval in progress (counts so far), when every vCPU stands at `now` inside

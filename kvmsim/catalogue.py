@@ -92,3 +92,11 @@ def bit_of(name: str) -> int:
 
 def canonical(name: str) -> str:
     return BY_NAME[name].name
+
+
+def name_of(bit: int) -> str:
+    """KVM_REQ_<NAME> of a bit, for messages (bit <N> where no request has it)."""
+    if bit in BY_BIT:
+        return f"KVM_REQ_{BY_BIT[bit].name}"
+    named = [n for n, (b, _) in NOT_CHECKED.items() if b == bit]
+    return f"KVM_REQ_{named[0]}" if named else f"bit {bit}"

@@ -349,3 +349,187 @@ def test_order_from_source_feeds_simulate(cli):
 def kvmsim_presets():
     from kvmsim._orders import PRESETS
     return PRESETS
+
+
+def test_ctrl_c_stops_every_compared_run_together(tmp_path):
+    # Issue 8: Ctrl-C stopped the first run only, ran the second to its end, and printed a
+    # partial interval plus totals and a ratio of two runs of different lengths, exit 0.
+    child = subprocess.Popen([sys.executable, "-m", "kvmsim", "compare", "linux-6.6",
+                              "linux-6.7", "--duration", "3000", "-I", "1000"], cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3.0)
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=30)
+    assert child.returncode == 130, err
+    assert "Traceback" not in err and "complete intervals only, no totals" in err
+    rows = out.splitlines()[2:]
+    assert rows and all(re.match(r"^ +\d+\.000000000 +\d+ +\d+$", r) for r in rows), out
+    assert [float(r.split()[0]) for r in rows] == [float(i) for i in range(1, len(rows) + 1)]
+    assert "total" not in out and "ratio" not in out
+
+
+def test_ctrl_c_is_prompt_when_a_burst_follows_a_quiet_start(tmp_path):
+    # Issue 8: slices grew while the workload was quiet, then one slice swallowed a burst of
+    # 1 ns requests and Ctrl-C took 26.7 s to act.
+    scenario = """order = "linux-6.6"\nduration = 1000.0\ninterval = 1.0
+[workload]\nvcpus = 1\n[[workload.sources]]\ntype = "periodic"\nkind = "request:TLB_FLUSH"
+period = 1e-9\nstart = 60.0\n"""
+    child = subprocess.Popen([sys.executable, "-m", "kvmsim", "stat", "-"], cwd=tmp_path,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    child.stdin.write(scenario)
+    child.stdin.close()
+    child.stdin = None
+    time.sleep(4.0)
+    sent = time.monotonic()
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 130, err
+    assert time.monotonic() - sent < 5.0
+    assert len(out.splitlines()) > 60                  # the quiet minute printed as it went
+
+
+def test_plot_to_an_unknown_image_type_is_refused_before_running(cli):
+    p = cli("compare", "--duration", "1", "--plot", "out.jpgx")
+    assert p.returncode == 2 and p.stdout == "" and "Traceback" not in p.stderr
+    assert "unknown image type 'jpgx'" in p.stderr and "png" in p.stderr
+
+
+def test_scenario_that_is_not_utf8(cli, tmp_path):
+    bad = tmp_path / "bin.toml"
+    bad.write_bytes(b"\xff\xfe x")
+    p = cli("stat", str(bad))
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.strip() == (f"kvmsim stat: error: {bad}: not a scenario file: byte 0 is "
+                                "not UTF-8 (scenario files are TOML)")
+
+
+@pytest.mark.parametrize("bad", [["--duration", "-1"], ["--order", "bogus"]])
+def test_output_file_is_untouched_when_the_input_is_bad(cli, tmp_path, bad):
+    keep = tmp_path / "keep.csv"
+    keep.write_text("precious\n")
+    p = cli("stat", "-o", str(keep), *bad)
+    assert p.returncode == 2 and keep.read_text() == "precious\n"
+
+
+def test_scenario_on_standard_input(tmp_path):
+    text = (EXAMPLES / "spec2017-vtune.toml").read_text()
+    p = subprocess.run([sys.executable, "-m", "kvmsim", "stat", "-", "--duration", "20"],
+                       input=text, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert [int(line.split()[1]) for line in p.stdout.splitlines()[1:]] == [14889, 14886]
+
+
+def test_interval_in_fractions_of_a_millisecond(cli):
+    p = cli("stat", "--workload", "anchor", "--duration", "0.001", "-I", "0.5",
+            "-e", "requests.PMU,kvmsim:requests.NMI")
+    assert p.returncode == 0, p.stderr
+    rows = [PERF_LINE.match(line) for line in p.stdout.splitlines()[1:]]
+    assert [r["time"].strip() for r in rows] == ["0.000500000"] * 2 + ["0.001000000"] * 2
+    assert {r["event"] for r in rows} == {"kvmsim:requests.PMU", "kvmsim:requests.NMI"}
+
+
+def test_unknown_flag_names_the_command_and_shows_its_usage(cli):
+    p = cli("stat", "--frobnicate")
+    assert p.returncode == 2
+    assert p.stderr.startswith("usage: kvmsim stat ")
+    assert "kvmsim stat: error: unrecognized arguments: --frobnicate" in p.stderr
+
+
+def test_trace_runs_either_engine_with_the_same_lines(cli):
+    lines = [cli("trace", str(EXAMPLES / "pmi-trace.toml"), "--engine", e).stdout
+             for e in ("cython", "python")]
+    assert lines[0] == lines[1] and len(lines[0].splitlines()) > 20
+
+
+def test_trace_says_when_it_stops_at_max_events(cli):
+    p = cli("trace", "--workload", "spec2017-vtune", "--max-events", "5")
+    assert p.returncode == 0 and len(p.stdout.splitlines()) == 5
+    assert "stopped after 5 events (--max-events)" in p.stderr
+
+
+def test_trace_and_stat_take_the_same_event_names(cli):
+    for names in ("kvm:kvm_exit,probe:vmx_cancel_injection", "vmexits,canceled_vmenters",
+                  "kvm_exit,vmx_cancel_injection"):
+        p = cli("trace", str(EXAMPLES / "pmi-trace.toml"), "--events", names)
+        assert p.returncode == 0, p.stderr
+        assert {line.split(": ")[1].strip(":") for line in p.stdout.splitlines()} == {
+            "kvm_exit", "vmx_cancel_injection"}
+        s = cli("stat", str(EXAMPLES / "pmi-trace.toml"), "-e", names)
+        assert s.returncode == 0, s.stderr
+
+
+def test_repeat_prints_mean_and_spread_as_perf(cli):
+    p = cli("stat", "--workload", "anchor", "--duration", "0.5", "-r", "4", "-e",
+            "kvm:kvm_exit,vmx_cancel_injection")
+    assert p.returncode == 0, p.stderr
+    lines = [line for line in p.stdout.splitlines() if line.strip()]
+    assert lines[0].strip() == "Performance counter stats for 'kvmsim' (4 runs, seeds 0..3):"
+    m = re.match(r"^ +(\d+) +kvm:kvm_exit +\( \+- +(\d+\.\d\d)% \)$", lines[1])
+    assert m, lines[1]
+    runs = [int(cli("stat", "--workload", "anchor", "--duration", "0.5", "-I", "500",
+                    "--seed", str(s), "-e", "kvm_exit").stdout.splitlines()[1].split()[1])
+            for s in range(4)]
+    assert int(m[1]) == round(sum(runs) / 4)
+
+
+def test_compare_csv_and_json(cli):
+    csv = cli("compare", "--duration", "20", "-x", ";")
+    assert csv.returncode == 0, csv.stderr
+    rows = [line.split(";") for line in csv.stdout.splitlines()]
+    assert [r[:2] for r in rows] == [["10.000000000", "linux-6.6"], ["10.000000000", "linux-6.7"],
+                                     ["20.000000000", "linux-6.6"], ["20.000000000", "linux-6.7"],
+                                     ["total", "linux-6.6"], ["total", "linux-6.7"]]
+    assert int(rows[4][2]) == int(rows[0][2]) + int(rows[2][2])
+    js = [json.loads(line) for line in cli("compare", "--duration", "20", "-j").stdout.splitlines()]
+    assert js[0] == {"interval": 10.0, "run": "linux-6.6", "counter-value": f"{rows[0][2]}.000000",
+                     "unit": "", "event": "probe:vmx_cancel_injection"}
+
+
+def test_missing_compiled_engine_says_what_to_run(tmp_path):
+    # Issue 8: from a source folder without the built engine, README's Python failed with
+    # "cannot import name '_core'".
+    import shutil
+    src = pathlib.Path(__file__).parent.parent / "kvmsim"
+    shutil.copytree(src, tmp_path / "kvmsim", ignore=shutil.ignore_patterns("*.so", "*.c"))
+    # (An editable install's import hook would find the built engine anyway: set it aside.)
+    code = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if not "
+            "getattr(f, '__module__', '').startswith('__editable__')]; import kvmsim; "
+            "kvmsim.simulate(kvmsim.Config())")
+    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 1
+    assert "kvmsim's compiled engine (kvmsim._core) is not built" in p.stderr
+    assert "pip install -e ." in p.stderr
+
+
+def test_progress_bar_counts_plainly_and_leaves_the_screen_on_ctrl_c(tmp_path):
+    # Issue 8: the bar showed "1.48e+03/3000" and stayed on screen after Ctrl-C.
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    err = bytearray()
+
+    def drain():
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            err.extend(chunk)
+    reader = threading.Thread(target=drain)
+    reader.start()
+    child = subprocess.Popen([sys.executable, "-m", "kvmsim", "stat", "--duration", "3000",
+                              "--workload", "spec2017-vtune-large", "-I", "100000"],
+                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=slave, text=True)
+    os.close(slave)
+    time.sleep(5.0)
+    child.send_signal(signal.SIGINT)
+    child.communicate(timeout=60)
+    reader.join(timeout=10)
+    os.close(master)
+    assert child.returncode == 130
+    assert re.search(rb"\| [\d,]+/3,000 sim s", err), err[-300:]
+    tail = err.split(b" sim s [")[-1]
+    assert re.search(rb"\r *\r?kvmsim stat: interrupted", tail), tail

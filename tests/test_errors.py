@@ -103,3 +103,44 @@ def test_values_that_would_overflow_or_never_end_are_refused(make, field):
 def test_huge_duration_is_refused_not_overflowed():
     (path, msg), = problems(lambda: kvmsim.simulate(Config(), duration=1e300))
     assert path == "duration" and "1e+09" in msg
+
+
+@pytest.mark.parametrize("call,field", [
+    (lambda: kvmsim.simulate(Config(), duration=True), "duration"),
+    (lambda: kvmsim.simulate(Config(), duration=10**400), "duration"),
+    (lambda: kvmsim.simulate(Config(), duration="10"), "duration"),
+    (lambda: kvmsim.simulate(None), "config"),
+    (lambda: kvmsim.Simulation({"order": "linux-6.6"}), "config"),
+    (lambda: kvmsim.simulate(Config(), duration=1.0, interval=1.4e-9), "interval"),
+    (lambda: Periodic("irq", period=1e-300), "period"),
+    (lambda: Periodic("irq", period=1.5e-9), "period"),
+    (lambda: Trace("nmi", times=[1e-3, 1.0000000005e-3]), "times"),
+    (lambda: kvmsim.Result.from_json("[]"), "json"),
+    (lambda: kvmsim.Result.from_json("not json"), "json"),
+    (lambda: kvmsim.Simulation(Config(), keep=["cycles"]), "keep"),
+])
+def test_bad_types_and_times_are_config_errors(call, field):
+    # Issue 8: these ran (True as 1 s), overflowed, silently rounded (1.4 ns to 1 ns, 1e-300 s
+    # to 1 ns) or raised AttributeError.
+    (path, msg), = problems(call)
+    assert path == field, msg
+
+
+def test_interval_of_a_third_of_a_second_is_labelled_exactly():
+    # Issue 8: 1/3 s over 1e5 s gave two intervals stamped 100000. Times are whole ns: 1/3 s
+    # is refused with the nearest, which labels every interval exactly.
+    (path, msg), = problems(lambda: kvmsim.simulate(Config(), duration=1e5, interval=1 / 3))
+    assert path == "interval" and "nearest: 0.333333333 s" in msg
+    r = kvmsim.simulate(Config(workload=Workload()), duration=1e5, interval=0.333333333)
+    assert r.interval_ns == 333_333_333 and r.counts.shape[1] == 300_001
+    assert r.times[-2] == 299_999 * 0.333333333 + 0.333333333 and r.times[-1] == 1e5
+    assert len(set(r.times.tolist())) == len(r.times)
+
+
+def test_counts_memory_is_bounded_before_the_run():
+    with pytest.raises(ConfigError, match="GiB of counts") as e:
+        kvmsim.simulate(Config(), duration=1e5, interval=1e-3)
+    assert e.value.problems[0][0] == "interval"
+    # Keeping fewer counters per interval is the way out.
+    assert kvmsim.simulate(Config(workload=Workload()), duration=1e5, interval=1e-3,
+                           keep=["vmexits"]).counts.shape == (1, 10**8, 1)

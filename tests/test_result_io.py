@@ -58,3 +58,26 @@ def test_missing_optional_dependency_is_explained(result, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_pandas)
     with pytest.raises(ImportError, match=r"pip install 'kvmsim\[pandas\]'"):
         result.to_pandas()
+
+
+def test_json_round_trip_with_no_complete_interval(engine):
+    # Issue 8: a result without a complete interval could not be read back.
+    sim = kvmsim.Simulation(kvmsim.Config(workload="anchor", engine=engine), interval=1.0)
+    empty = sim.result()
+    assert empty.counts.shape[1] == 0 and empty.complete == 0
+    sim.run(until=0.25)
+    partial = sim.result()
+    for r in (empty, partial):
+        back = Result.from_json(r.to_json())
+        np.testing.assert_array_equal(back.counts, r.counts)
+        assert back.totals == r.totals and back.duration_ns == r.duration_ns
+
+
+def test_totals_answer_to_every_name_of_a_counter(result):
+    t = result.totals
+    assert t["probe:vmx_cancel_injection"] == t["canceled_vmenters"] == \
+        t["vmx_cancel_injection"] == t["kvmsim:canceled_vmenters"]
+    assert t["kvm:kvm_exit"] == t["vmexits"] == t["kvm_exit"]
+    assert t["kvmsim:requests.NMI"] == t["requests.NMI"]
+    with pytest.raises(KeyError, match="unknown counter 'cycles'"):
+        t["cycles"]

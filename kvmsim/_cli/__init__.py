@@ -28,11 +28,15 @@ def parser() -> argparse.ArgumentParser:
                              metavar="COMMAND")
     for module in COMMANDS:
         module.add(sub)
+    for name, p in sub.choices.items():
+        p.set_defaults(parser=p)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args, extra = parser().parse_known_args(argv)
+    if extra:             # named by the command they were given to, with its usage
+        args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args, sys.stdout)
     except ConfigError as e:
