@@ -1,8 +1,25 @@
+import os
+
 import pytest
+from hypothesis import settings
 
 import kvmsim
 
 ENGINES = ("cython", "python")
+
+# The fuzzer's profiles (tests/test_fuzz.py): bounded and deterministic for CI, or long.
+settings.register_profile("ci", max_examples=150, derandomize=True, deadline=None,
+                          print_blob=True)
+settings.register_profile("long", max_examples=2000, deadline=None, print_blob=True)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--fuzz", choices=("ci", "long"), default=os.environ.get("KVMSIM_FUZZ", "ci"),
+                     help="hypothesis profile of tests/test_fuzz.py (default ci; env KVMSIM_FUZZ)")
+
+
+def pytest_configure(config):
+    settings.load_profile(config.getoption("--fuzz"))
 
 
 @pytest.fixture(params=ENGINES)

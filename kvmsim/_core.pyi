@@ -1,0 +1,19 @@
+"""Type stub of the compiled engine (kvmsim/_core.pyx); the same interface as
+kvmsim._reference.Engine (kvmsim._engine.Engine)."""
+
+import threading
+from typing import Callable
+
+import numpy as np
+
+from ._plan import Plan
+
+class Engine:
+    n_vcpus: int
+    def __init__(self, plan: Plan) -> None: ...
+    def run(self, until_ns: int, counts: np.ndarray, first_interval: int,
+            stop_event: threading.Event | None = ...) -> int: ...
+    def make_request(self, vcpu: int, bit: int, kick: bool) -> bool: ...
+    def inject(self, vcpu: int, kind: int, count: int = ...) -> bool: ...
+    def set_trace(self, hook: Callable[[int, int, int, int, int], None] | None) -> None: ...
+    def state(self, vcpu: int) -> dict[str, int]: ...
