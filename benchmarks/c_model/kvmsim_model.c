@@ -472,13 +472,29 @@ static int64_t vm_exit(struct vcpu *v, const struct km_params *p, int64_t t, int
     return t + p->vmexit_ns;
 }
 
-static void add_guest_time(struct vcpu *v, int64_t t1, int64_t interval_ns, int64_t *counts)
+/* The counts row of the interval that holds time t. A vCPU's time only moves forward, so
+ * the row moves forward with it: no division per event. */
+struct rows {
+    int64_t *row;
+    int64_t end;                        /* where the row's interval ends */
+    int64_t interval_ns;
+};
+
+static inline int64_t *row_at(struct rows *r, int64_t t)
+{
+    while (t >= r->end) {
+        r->row += KM_COLUMNS;
+        r->end += r->interval_ns;
+    }
+    return r->row;
+}
+
+static void add_guest_time(struct vcpu *v, int64_t t1, struct rows *rows)
 {
     for (int64_t t0 = v->guest_since; t0 < t1;) {
-        int64_t i = t0 / interval_ns, end = (i + 1) * interval_ns;
-        if (end > t1)
-            end = t1;
-        counts[i * KM_COLUMNS + KM_NS_GUEST] += end - t0;
+        int64_t *c = row_at(rows, t0);
+        int64_t end = rows->end < t1 ? rows->end : t1;
+        c[KM_NS_GUEST] += end - t0;
         t0 = end;
     }
     if (t1 > v->guest_since)
@@ -488,14 +504,13 @@ static void add_guest_time(struct vcpu *v, int64_t t1, int64_t interval_ns, int6
 /* KVM_RUN until `until`: passes of vcpu_run() until a VM-Enter completes, guest time until
  * the next VM-exit (a kick from another CPU, or the guest's own), and so on. */
 static void vcpu_run(struct vcpu *v, const struct km_params *p, int64_t until,
-                     int64_t interval_ns, int64_t *counts)
+                     struct rows *rows)
 {
     int64_t pass_at = 0;
     for (;;) {
         bool entered = false;
         while (!entered && pass_at < until)
-            pass_at = one_pass(v, p, pass_at, counts + pass_at / interval_ns * KM_COLUMNS,
-                               &entered);
+            pass_at = one_pass(v, p, pass_at, row_at(rows, pass_at), &entered);
         if (!entered)
             return;                             /* every entry cancelled up to until */
         bool exits;
@@ -505,17 +520,17 @@ static void vcpu_run(struct vcpu *v, const struct km_params *p, int64_t until,
             int64_t tg = next_guest_event(v, p, &exits);
             t = ta < tg ? ta : tg;
             if (t >= until) {
-                add_guest_time(v, until, interval_ns, counts);
+                add_guest_time(v, until, rows);
                 return;
             }
             if (t == tg && !exits && ta > tg) {  /* a handler ends inside the guest */
-                end_handlers(v, p, t, counts + t / interval_ns * KM_COLUMNS);
+                end_handlers(v, p, t, row_at(rows, t));
                 continue;
             }
             break;
         }
-        add_guest_time(v, t, interval_ns, counts);
-        pass_at = vm_exit(v, p, t, counts + t / interval_ns * KM_COLUMNS);
+        add_guest_time(v, t, rows);
+        pass_at = vm_exit(v, p, t, row_at(rows, t));
     }
 }
 
@@ -552,7 +567,8 @@ int km_simulate(const struct km_params *p, int32_t n_vcpus, bitgen_t *const *exi
             if (sources[j].vcpu == i && sources[j].kind < KM_NMI)
                 init_arrivals(&v.guest[v.n_guest++], &sources[j]);
         update_next_host(&v);
-        vcpu_run(&v, p, until_ns, interval_ns, counts + i * intervals * KM_COLUMNS);
+        struct rows rows = {counts + i * intervals * KM_COLUMNS, interval_ns, interval_ns};
+        vcpu_run(&v, p, until_ns, &rows);
         nmis_outstanding[i] = v.nmi_queued + v.nmi_pending + v.nmi_injected;
     }
     free(arrivals);
