@@ -32,13 +32,15 @@ def speed_table(rates: dict[tuple[str, str], dict[str, float]]) -> list[str]:
 
 def main(path):
     data = json.load(open(path))
-    rates = {}
+    rates, timers = {}, set()
     for b in data["benchmarks"]:
         if b["name"].startswith("test_speed"):
+            timers.add(b["options"]["timer"])
             p = b["params"]
             rates.setdefault((p["scenario"], p["order"]), {})[p["contender"]] = \
                 b["extra_info"]["attempts_per_second"]
     print("\n".join(speed_table(rates)))
+    print(f"\nSpeed rounds timed with {', '.join(sorted(timers))}.")
     print()
     print("| scaling measurement | value |")
     print("|---|---|")
