@@ -29,11 +29,7 @@ CFLAGS = ("-O2", "-std=c11", "-Wall", "-Wextra", "-shared", "-fPIC")
 # numpy ships its random distributions (the ziggurat exponential) as a static library.
 NPYRANDOM = os.path.join(os.path.dirname(np.__file__), "random", "lib")
 
-N_BITS = 64
-NAMED = 25                          # KM_NAMED
-COLUMNS = NAMED + 3 * N_BITS        # KM_COLUMNS
-BIT_GROUPS = (("requests", NAMED), ("cancels.async", NAMED + N_BITS),
-              ("cancels.backedge", NAMED + 2 * N_BITS))
+BIT_GROUPS = ("requests", "cancels.async", "cancels.backedge")  # 64 columns each, by bit
 # The C code's enums are plan.py's codes, and it switches on the kernel's request bits.
 assert (P.SRC_EXIT, P.SRC_NMI, P.SRC_REQUEST_NOOP) == (0, 3, 6)
 assert (P.DIST_POISSON, P.DIST_PERIODIC, P.DIST_TRACE) == (0, 1, 2)
@@ -83,7 +79,9 @@ def build(out_dir: str) -> ctypes.CDLL:
                                 ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(Source),
                                 ctypes.c_int32, ctypes.c_int64, ctypes.c_int64,
                                 ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_int64)]
-    names = (ctypes.c_char_p * NAMED).in_dll(lib, "km_column_names")
+    lib.named = ctypes.c_int32.in_dll(lib, "km_named").value
+    lib.columns = ctypes.c_int32.in_dll(lib, "km_columns").value
+    names = (ctypes.c_char_p * lib.named).in_dll(lib, "km_column_names")
     lib.column_names = tuple(n.decode() for n in names)
     return lib
 
@@ -132,7 +130,7 @@ class CRun:
             s.rng = bg.ctypes.bit_generator.value
         self.n_sources = len(p.sources)
         intervals = -(-self.until // self.interval)
-        self.counts = np.zeros((p.vcpus, intervals, COLUMNS), dtype=np.int64)
+        self.counts = np.zeros((p.vcpus, intervals, lib.columns), dtype=np.int64)
         self.nmis_outstanding = np.zeros(p.vcpus, dtype=np.int64)
 
     def __call__(self) -> None:
@@ -145,14 +143,13 @@ class CRun:
 
     def column(self, name: str) -> int:
         group, _, request = name.rpartition(".")
-        for g, base in BIT_GROUPS:
-            if group == g and request in catalogue.BY_NAME:
-                return base + catalogue.bit_of(request)
+        if group in BIT_GROUPS and request in catalogue.BY_NAME:
+            return self.lib.named + 64 * BIT_GROUPS.index(group) + catalogue.bit_of(request)
         return self.lib.column_names.index(name)
 
     def names(self) -> tuple[str, ...]:
         """kvmsim's counter names for this config (Result.names)."""
-        return self.lib.column_names + tuple(f"{g}.{n}" for g, _ in BIT_GROUPS
+        return self.lib.column_names + tuple(f"{g}.{n}" for g in BIT_GROUPS
                                              for n in self.config.check_order)
 
     def totals(self) -> dict[str, int]:

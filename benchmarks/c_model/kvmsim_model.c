@@ -33,6 +33,8 @@ const char *const km_column_names[KM_NAMED] = {
     "ns.cancel",
 };
 
+const int32_t km_named = KM_NAMED, km_columns = KM_COLUMNS;
+
 struct arrivals {
     int64_t next;           /* time of the next arrival, NEVER when done */
     int kind, dist, bit;

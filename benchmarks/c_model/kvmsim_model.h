@@ -28,6 +28,7 @@ enum km_column {
 };
 
 extern const char *const km_column_names[KM_NAMED];
+extern const int32_t km_named, km_columns;    /* KM_NAMED, KM_COLUMNS, for callers without enums */
 
 /* Source kinds and distributions: the values of kvmsim/plan.py's SRC_* and DIST_*. */
 enum km_kind { KM_EXIT, KM_PMI, KM_EMUL_PMI, KM_NMI, KM_IRQ, KM_REQUEST, KM_REQUEST_NOOP };
