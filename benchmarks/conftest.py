@@ -2,6 +2,7 @@
 
 import math
 import os
+import subprocess
 import sys
 
 import pytest
@@ -9,26 +10,45 @@ import pytest
 import kvmsim
 
 sys.path.insert(0, os.path.dirname(__file__))
-from simpy_model import simulate_simpy  # noqa: E402
+import c_model  # noqa: E402
+import report  # noqa: E402
+from simpy_model import SimPyRun  # noqa: E402
 
 ORDERS = ("linux-6.6", "linux-6.7")
-CONTENDERS = ("cython", "python", "simpy")
-# Simulated seconds per timed call, sized so one call takes >= ~0.2 s on a 2-core machine.
-DURATION = {
-    "anchor": {"cython": 60.0, "python": 0.25, "simpy": 0.14},
-    "spec2017-vtune": {"cython": 200.0, "python": 0.5, "simpy": 0.3},
-    "spec2017-vtune-large": {"cython": 2.0, "python": 0.006, "simpy": 0.004},
-}
+CONTENDERS = ("cython", "c", "python", "simpy")
+# Simulated seconds of each scenario, the same for every contender, so the rows of a group
+# in pytest-benchmark's table do the same work: 170k-200k VM-Enter attempts, a few seconds
+# for SimPy (the slowest) and >= 5 ms for C, where Simulation.run's first short slices
+# (1 ms, doubling) still cost kvmsim ~2%.
+DURATION = {"anchor": 1.2, "spec2017-vtune": 2.4, "spec2017-vtune-large": 0.03}
 SCENARIOS = tuple(DURATION)
+# Filled by test_speed: RATES[(scenario, order)][contender] = attempts per second.
+RATES: dict[tuple[str, str], dict[str, float]] = {}
 
 
-def run(contender, scenario, order, duration, seed=0):
-    """One whole simulation: a kvmsim Result, or the SimPy model's totals."""
-    engine = "cython" if contender == "simpy" else contender
+class KvmsimRun:
+    """A kvmsim Simulation set up for `duration` seconds: call it to run, then totals()."""
+
+    def __init__(self, config, duration: float):
+        self.sim = kvmsim.Simulation(config, interval=duration)
+        self.until = duration
+
+    def __call__(self) -> None:
+        self.sim.run(until=self.until)
+
+    def totals(self) -> dict[str, int]:
+        return self.sim.result().totals
+
+
+def prepare(contender, scenario, order, duration, c_lib=None, seed=0):
+    """One simulation by `contender`, set up but not run: call it, then .totals()."""
+    engine = contender if contender in ("cython", "python") else "cython"
     cfg = kvmsim.Config(order=order, workload=scenario, seed=seed, engine=engine)
     if contender == "simpy":
-        return simulate_simpy(cfg, duration)
-    return kvmsim.simulate(cfg, duration=duration)
+        return SimPyRun(cfg, duration)
+    if contender == "c":
+        return c_model.CRun(c_lib, cfg, duration)
+    return KvmsimRun(cfg, duration)
 
 
 def agree(a: int, b: int) -> bool:
@@ -41,3 +61,23 @@ def agree(a: int, b: int) -> bool:
 @pytest.fixture(params=ORDERS)
 def order(request):
     return request.param
+
+
+@pytest.fixture(scope="session")
+def c_lib(tmp_path_factory):
+    """The C contender, benchmarks/c_model/kvmsim_model.c, compiled for this session."""
+    if c_model.compiler() is None:
+        pytest.skip("no C compiler ($CC, cc or gcc on PATH) to build the C contender")
+    try:
+        return c_model.build(str(tmp_path_factory.mktemp("c_model")))
+    except subprocess.CalledProcessError as e:
+        pytest.fail(f"building the C contender failed: {' '.join(e.cmd)}\n{e.stderr}")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter):
+    """After pytest-benchmark's table: kvmsim's rate and its ratio to each contender."""
+    if RATES:
+        terminalreporter.write_sep("-", "simulated VM-Enter attempts per second, best round")
+        for line in report.speed_table(RATES):
+            terminalreporter.write_line(line)

@@ -1,27 +1,46 @@
-"""Markdown tables from a pytest-benchmark JSON file.
+"""Markdown tables from a pytest-benchmark JSON file: kvmsim's rate beside its contenders'.
 
     pytest benchmarks --benchmark-json=bench.json && python benchmarks/report.py bench.json
+
+`pytest benchmarks` prints the same speed table at its end (conftest.py).
 """
 
 import json
 import sys
 
+CONTENDERS = ("c", "python", "simpy")
+
+
+def speed_table(rates: dict[tuple[str, str], dict[str, float]]) -> list[str]:
+    """Rows of rates[(scenario, order)][contender] (attempts/s), with Cython's ratio to each
+    contender; a contender that did not run shows as '-'."""
+    def mps(rate, digits):
+        return f"{rate / 1e6:.{digits}f} M/s" if rate else "-"
+
+    def ratio(cy, other, digits):
+        return f"{cy / other:.{digits}f}x" if cy and other else "-"
+    lines = ["| scenario | order | Cython | C | Python reference | SimPy | Cython / C "
+             "| Cython / Python | Cython / SimPy |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for (scenario, order), rate in rates.items():
+        cy, c, py, sp = (rate.get(k) for k in ("cython",) + CONTENDERS)
+        lines.append(f"| {scenario} | {order} | {mps(cy, 1)} | {mps(c, 1)} | {mps(py, 3)} | "
+                     f"{mps(sp, 3)} | {ratio(cy, c, 2)} | {ratio(cy, py, 0)} | "
+                     f"{ratio(cy, sp, 0)} |")
+    return lines
+
 
 def main(path):
     data = json.load(open(path))
-    speed = {}
+    rates, timers = {}, set()
     for b in data["benchmarks"]:
         if b["name"].startswith("test_speed"):
+            timers.add(b["options"]["timer"])
             p = b["params"]
-            speed.setdefault((p["scenario"], p["order"]), {})[p["contender"]] = \
+            rates.setdefault((p["scenario"], p["order"]), {})[p["contender"]] = \
                 b["extra_info"]["attempts_per_second"]
-    print("| scenario | order | Cython | Python reference | SimPy | Cython / Python "
-          "| Cython / SimPy |")
-    print("|---|---|---|---|---|---|---|")
-    for (scenario, order), rate in speed.items():
-        cy, py, sp = rate["cython"], rate["python"], rate["simpy"]
-        print(f"| {scenario} | {order} | {cy / 1e6:.1f} M/s | {py / 1e6:.3f} M/s | "
-              f"{sp / 1e6:.3f} M/s | {cy / py:.0f}x | {cy / sp:.0f}x |")
+    print("\n".join(speed_table(rates)))
+    print(f"\nSpeed rounds timed with {', '.join(sorted(timers))}.")
     print()
     print("| scaling measurement | value |")
     print("|---|---|")
@@ -31,7 +50,8 @@ def main(path):
                 print(f"| {k} | {v:.3g} |" if isinstance(v, float) else f"| {k} | {v} |")
     m = data["machine_info"]
     print(f"\nMachine: {m.get('cpu', {}).get('brand_raw', '?')}, "
-          f"{m.get('cpu', {}).get('count', '?')} cores, Python {m['python_version']}.")
+          f"{m.get('cpu', {}).get('count', '?')} cores, Python {m['python_version']}; "
+          f"run {data['datetime']}.")
 
 
 if __name__ == "__main__":

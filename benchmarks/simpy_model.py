@@ -368,13 +368,28 @@ class VCpu:
                 self.irq_window = True
 
 
+class SimPyRun:
+    """`config` for `duration` simulated seconds, set up: call it to run, then totals()."""
+
+    def __init__(self, config, duration: float):
+        plan = P.build(config)
+        self.env = simpy.Environment()
+        rng = np.random.default_rng(config.seed)
+        self.counts = dict.fromkeys(EVENTS, 0)
+        for i in range(plan.vcpus):
+            VCpu(self.env, plan, i, rng, self.counts)
+        self.until = P.ns(duration)
+
+    def __call__(self) -> None:
+        self.env.run(until=self.until)
+
+    def totals(self) -> dict[str, int]:
+        """Totals of every kvmsim event counter."""
+        return self.counts
+
+
 def simulate_simpy(config, duration: float) -> dict[str, int]:
     """Run `config` for `duration` simulated seconds; totals of every kvmsim event counter."""
-    plan = P.build(config)
-    env = simpy.Environment()
-    rng = np.random.default_rng(config.seed)
-    counts = dict.fromkeys(EVENTS, 0)
-    for i in range(plan.vcpus):
-        VCpu(env, plan, i, rng, counts)
-    env.run(until=P.ns(duration))
-    return counts
+    run = SimPyRun(config, duration)
+    run()
+    return run.totals()
