@@ -22,10 +22,15 @@ from __future__ import annotations
 import numpy as np
 import simpy
 
-from kvmsim import plan as P
-from kvmsim.counters import EVENTS
+import types
 
-EVENT_BIT, NMI_BIT, PMU_BIT, PMI_BIT, SMI_BIT = 14, 17, 18, 19, 20
+from kvmsim import _spec
+from kvmsim._limits import to_ns
+from kvmsim._plan import Plan, SourcePlan, build
+from kvmsim._spec import Dist, Handler, Lvtpc, Src
+
+EVENT_BIT, NMI_BIT, PMU_BIT, PMI_BIT, SMI_BIT = (_spec.SPECIAL_BITS[n] for n in
+                                                 ("EVENT", "NMI", "PMU", "PMI", "SMI"))
 NO_EVENT, INJECT_NMI, INJECT_IRQ = "none", "nmi", "irq"
 NEVER = float("inf")
 
@@ -34,10 +39,11 @@ OUTSIDE, WALKING, ENTERING, IN_GUEST, KICKED = "outside", "walking", "entering",
 
 
 class VCpu:
-    def __init__(self, env: simpy.Environment, plan: P.Plan, index: int,
+    def __init__(self, env: simpy.Environment, plan: Plan, index: int,
                  rng: np.random.Generator, counts: dict[str, int]):
-        self.env, self.p, self.rng, self.counts = env, plan, rng, counts
-        self.order = [int(b) for b in plan.order_bits]
+        self.env, self.rng, self.counts = env, rng, counts
+        self.p = types.SimpleNamespace(**plan.params)
+        self.order = self.p.order[:self.p.n_checks]
         self.rank = {b: r for r, b in enumerate(self.order)}
         self.mode = OUTSIDE
         self.requests = 0                         # vcpu->requests
@@ -69,12 +75,12 @@ class VCpu:
         return self.irq_end != NEVER
 
     # --- arrival sources ------------------------------------------------------------------
-    def gaps(self, sp: P.SourcePlan):
+    def gaps(self, sp: SourcePlan):
         """Inter-arrival times (ns) of one source."""
-        if sp.dist == P.DIST_POISSON:
+        if sp.dist == Dist.POISSON:
             while True:
                 yield int(self.rng.exponential(sp.mean_ns))
-        elif sp.dist == P.DIST_PERIODIC:
+        elif sp.dist == Dist.PERIODIC:
             yield sp.start_ns + sp.period_ns
             while True:
                 yield sp.period_ns
@@ -84,23 +90,23 @@ class VCpu:
                 yield int(t) - last
                 last = int(t)
 
-    def source(self, sp: P.SourcePlan):
+    def source(self, sp: SourcePlan):
         for gap in self.gaps(sp):
             yield self.env.timeout(gap)
-            if sp.kind < P.SRC_NMI:               # counter overflow / exit in the guest
+            if sp.kind < Src.NMI:               # counter overflow / exit in the guest
                 self.guest_arrivals.append(sp.kind)
                 self.kick(wake_walk=False)
                 continue
-            if sp.kind == P.SRC_NMI:              # kvm_inject_nmi
+            if sp.kind == Src.NMI:              # kvm_inject_nmi
                 self.nmi_queued += 1
                 self.count("nmis_queued")
                 self.requests |= 1 << NMI_BIT
-            elif sp.kind == P.SRC_IRQ:            # __apic_accept_irq
+            elif sp.kind == Src.IRQ:            # __apic_accept_irq
                 self.accept_irq()
-            elif sp.kind == P.SRC_REQUEST:
+            elif sp.kind == Src.REQUEST:
                 self.requests |= 1 << sp.bit
             else:                                 # request:noop, a random no-op request
-                self.requests |= 1 << int(self.rng.choice(self.p.noop_bits))
+                self.requests |= 1 << int(self.rng.choice(self.p.noop_bits[:self.p.n_noop]))
             self.kick(wake_walk=True)
 
     def kick(self, wake_walk: bool) -> None:
@@ -180,7 +186,7 @@ class VCpu:
                 return
             bit = self.order[r]
             self.requests &= ~(1 << bit)          # kvm_check_request: clear, then handle
-            cost = self.p.cost_event if bit == EVENT_BIT else int(self.p.handler_ns[bit])
+            cost = self.p.handler_ns[bit]
             self.handle(bit)
             yield env.timeout(c + cost)
             pos = r + 1
@@ -224,10 +230,10 @@ class VCpu:
     def handler_end_exits(self, which: str) -> bool:
         p = self.p
         if which == "nmi":
-            return (p.lvtpc == 0 or not p.intel or self.nmi_window
+            return (p.lvtpc == Lvtpc.NMI or not p.intel or self.nmi_window
                     or (self.irq_window and not self.irq_blocked))
         return ((self.irq_window and not self.nmi_blocked)
-                or (p.intel and p.lvtpc == 1 and self.lvtpc_masked))
+                or (p.intel and p.lvtpc == Lvtpc.FIXED and self.lvtpc_masked))
 
     def end_handlers(self) -> None:
         """Guest handlers whose time is up: IRET unblocks NMIs, the perf handler unmasks
@@ -235,7 +241,7 @@ class VCpu:
         p, now = self.p, self.env.now
         if self.nmi_end <= now:
             self.nmi_end = NEVER
-            if p.lvtpc == 0:
+            if p.lvtpc == Lvtpc.NMI:
                 self.lvtpc_masked = False
             if not p.intel:
                 self.nmi_window = False
@@ -243,7 +249,7 @@ class VCpu:
                 self.requests |= 1 << EVENT_BIT
         if self.irq_end <= now:
             self.irq_end = NEVER
-            if p.lvtpc == 1:
+            if p.lvtpc == Lvtpc.FIXED:
                 self.lvtpc_masked = False
         if self.nmi_window and not self.nmi_blocked:
             self.nmi_window = False
@@ -257,14 +263,14 @@ class VCpu:
     def apply_guest_events(self) -> None:
         self.end_handlers()
         for kind in self.guest_arrivals:
-            if kind == P.SRC_PMI:                 # kvm_perf_overflow
+            if kind == Src.PMI:                 # kvm_perf_overflow
                 if self.pmu_reprogram:
                     self.count("pmis_coalesced")
                 else:
                     self.pmu_reprogram = True
                     self.perf_overflow()
                     self.requests |= 1 << PMU_BIT
-            elif kind == P.SRC_EMUL_PMI:          # kvm_pmu_trigger_event
+            elif kind == Src.EMUL_PMI:          # kvm_pmu_trigger_event
                 self.pmu_reprogram = self.emul_overflow = True
                 self.requests |= 1 << PMU_BIT
         self.guest_arrivals.clear()
@@ -286,18 +292,18 @@ class VCpu:
     # --- request handlers -----------------------------------------------------------------
     def handle(self, bit: int) -> None:
         h = int(self.p.handler[bit])
-        if h == P.HANDLER_NOOP:
+        if h == Handler.NOOP:
             self.requests |= int(self.p.raises[bit])
-        elif h == P.HANDLER_NMI:
+        elif h == Handler.NMI:
             self.process_nmi()
-        elif h == P.HANDLER_PMU:                  # kvm_pmu_handle_event
+        elif h == Handler.PMU:                  # kvm_pmu_handle_event
             self.pmu_reprogram = False
             if self.emul_overflow:
                 self.emul_overflow = False
                 self.perf_overflow()
-        elif h == P.HANDLER_PMI:
+        elif h == Handler.PMI:
             self.deliver_pmi()
-        elif h == P.HANDLER_SMI:                  # process_smi
+        elif h == Handler.SMI:                  # process_smi
             self.smi_pending = True
             self.requests |= 1 << EVENT_BIT
         else:
@@ -316,15 +322,15 @@ class VCpu:
     def deliver_pmi(self) -> None:
         """kvm_pmu_deliver_pmi -> kvm_apic_local_deliver(APIC_LVTPC)."""
         p = self.p
-        if p.lvtpc == 3 or self.lvtpc_masked:
+        if p.lvtpc == Lvtpc.MASKED or self.lvtpc_masked:
             self.count("pmis_dropped")
             return
         self.count("pmis_delivered")
-        if p.lvtpc == 0:                          # NMI delivery mode: kvm_inject_nmi
+        if p.lvtpc == Lvtpc.NMI:                          # NMI delivery mode: kvm_inject_nmi
             self.nmi_queued += 1
             self.count("nmis_queued")
             self.requests |= 1 << NMI_BIT
-        elif p.lvtpc == 1:
+        elif p.lvtpc == Lvtpc.FIXED:
             self.accept_irq()
         else:
             self.requests |= 1 << SMI_BIT
@@ -372,13 +378,13 @@ class SimPyRun:
     """`config` for `duration` simulated seconds, set up: call it to run, then totals()."""
 
     def __init__(self, config, duration: float):
-        plan = P.build(config)
+        plan = build(config, to_ns(duration))
         self.env = simpy.Environment()
         rng = np.random.default_rng(config.seed)
-        self.counts = dict.fromkeys(EVENTS, 0)
+        self.counts = dict.fromkeys((c.name for c in _spec.EVENTS), 0)
         for i in range(plan.vcpus):
             VCpu(self.env, plan, i, rng, self.counts)
-        self.until = P.ns(duration)
+        self.until = to_ns(duration)
 
     def __call__(self) -> None:
         self.env.run(until=self.until)

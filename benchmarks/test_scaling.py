@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 import kvmsim
-from kvmsim.workload import _spec2017_vtune
+from kvmsim._workload import _spec2017_vtune
 
 
 def best_of(n, fn):

@@ -6,7 +6,7 @@ at -O2 and run through ctypes.
     run()                                # the simulation (what the benchmarks time)
     run.totals()                         # the keys and values of kvmsim's Result.totals
 
-The C code reads the same flattened configuration as kvmsim's engines (kvmsim/plan.py) and
+The C code reads the same flattened configuration as kvmsim's engines (kvmsim/_plan.py) and
 draws from the same streams (numpy PCG64 bit generators, passed by address), with numpy's
 ziggurat exponential linked from its static npyrandom library as setup.py links it.
 """
@@ -20,8 +20,10 @@ import subprocess
 
 import numpy as np
 
-from kvmsim import catalogue
-from kvmsim import plan as P
+from kvmsim import _spec, catalogue
+from kvmsim._limits import to_ns
+from kvmsim._plan import Plan, bit_generator
+from kvmsim._plan import build as build_plan
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.join(HERE, "kvmsim_model.c")
@@ -29,14 +31,15 @@ CFLAGS = ("-O2", "-std=c11", "-Wall", "-Wextra", "-shared", "-fPIC")
 # numpy ships its random distributions (the ziggurat exponential) as a static library.
 NPYRANDOM = os.path.join(os.path.dirname(np.__file__), "random", "lib")
 
-BIT_GROUPS = ("requests", "cancels.async", "cancels.backedge")  # 64 columns each, by bit
-# The C code's enums are plan.py's codes, and it switches on the kernel's request bits.
-assert (P.SRC_EXIT, P.SRC_NMI, P.SRC_REQUEST_NOOP) == (0, 3, 6)
-assert (P.DIST_POISSON, P.DIST_PERIODIC, P.DIST_TRACE) == (0, 1, 2)
-assert P.LVTPC_CODE == {"nmi": 0, "fixed": 1, "smi": 2, "masked": 3}
-SPECIAL = {"EVENT": (14, P.HANDLER_EVENT), "NMI": (17, P.HANDLER_NMI),
-           "PMU": (18, P.HANDLER_PMU), "PMI": (19, P.HANDLER_PMI), "SMI": (20, P.HANDLER_SMI)}
-assert all(catalogue.bit_of(n) == bit for n, (bit, _) in SPECIAL.items())
+BIT_GROUPS = tuple(_spec.BIT_GROUPS)          # 64 columns each, by bit
+# The C code writes its own enums in the order of kvmsim's codes (a hand-written contender
+# keeps its own names); these are the values it assumes.
+C_ENUMS = {"km_kind": ["EXIT", "PMI", "EMUL_PMI", "NMI", "IRQ", "REQUEST", "REQUEST_NOOP"],
+           "km_dist": ["POISSON", "PERIODIC", "TRACE"],
+           "km_lvtpc": ["NMI", "FIXED", "SMI", "MASKED"]}
+assert C_ENUMS["km_kind"] == [m.name for m in _spec.Src]
+assert C_ENUMS["km_dist"] == [m.name for m in _spec.Dist]
+assert C_ENUMS["km_lvtpc"] == [m.name for m in _spec.Lvtpc]
 
 
 class Params(ctypes.Structure):
@@ -86,20 +89,15 @@ def build(out_dir: str) -> ctypes.CDLL:
     return lib
 
 
-def _params(p: P.Plan) -> Params:
-    for bit, h in SPECIAL.values():
-        assert p.handler[bit] == h
-    out = Params(n_checks=len(p.order_bits), n_noop=len(p.noop_bits),
-                 vmexit_ns=p.cost_vmexit, vmenter_ns=p.cost_vmenter, check_ns=p.cost_check,
-                 event_ns=p.cost_event, state_load_ns=p.cost_state_load,
-                 cancel_ns=p.cost_cancel, intel=p.intel, lvtpc=p.lvtpc,
-                 nmi_handler_ns=p.nmi_handler_ns, irq_handler_ns=p.irq_handler_ns,
-                 guest_exit_mean_ns=p.guest_exit_mean_ns)
-    out.order[:len(p.order_bits)] = [int(b) for b in p.order_bits]
-    out.rank[:] = [int(r) for r in p.rank]
-    out.handler_ns[:] = [int(x) for x in p.handler_ns]
-    out.raises[:] = [int(x) for x in p.raises]
-    out.noop_bits[:len(p.noop_bits)] = [int(b) for b in p.noop_bits]
+def _params(plan: Plan) -> Params:
+    q = plan.params
+    out = Params(n_checks=q["n_checks"], n_noop=q["n_noop"], intel=q["intel"],
+                 lvtpc=q["lvtpc"], nmi_handler_ns=q["nmi_handler_ns"],
+                 irq_handler_ns=q["irq_handler_ns"], guest_exit_mean_ns=q["guest_exit_mean_ns"],
+                 **{f"{k}_ns": q[f"cost_{k}"] for k in
+                    ("vmexit", "vmenter", "check", "event", "state_load", "cancel")})
+    for field in ("order", "rank", "handler_ns", "raises", "noop_bits"):
+        getattr(out, field)[:] = q[field]
     return out
 
 
@@ -108,19 +106,19 @@ class CRun:
 
     def __init__(self, lib: ctypes.CDLL, config, duration: float,
                  interval: float | None = None):
-        p = P.build(config)
         self.lib, self.config = lib, config
-        self.until = P.ns(duration)
-        self.interval = P.ns(duration if interval is None else interval)
+        self.until = to_ns(duration)
+        self.interval = to_ns(duration if interval is None else interval)
+        p = build_plan(config, self.interval)
         self.params = _params(p)
         self.vcpus = p.vcpus
         # The streams kvmsim's engines use (docs/model.md, "Random streams").
-        self._keep = [P.bit_generator(p.seed, (i, 0)) for i in range(p.vcpus)]
+        self._keep = [bit_generator(p.seed, (i, 0)) for i in range(p.vcpus)]
         self.exit_rngs = (ctypes.c_void_p * p.vcpus)(
             *[bg.ctypes.bit_generator.value for bg in self._keep])
         self.sources = (Source * max(1, len(p.sources)))()
         for s, sp in zip(self.sources, p.sources):
-            bg = P.bit_generator(p.seed, sp.spawn_key)
+            bg = bit_generator(p.seed, sp.spawn_key)
             times = np.ascontiguousarray(sp.times_ns, dtype=np.int64)
             self._keep += [bg, times]
             s.vcpu, s.kind, s.dist, s.bit = sp.vcpu, sp.kind, sp.dist, sp.bit
