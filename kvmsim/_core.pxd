@@ -114,6 +114,8 @@ ctypedef struct ks_vcpu:
     bitgen_t *exit_rng
     int64_t *counts       # this run's counts: [interval - first][C_COLUMNS]
     int64_t first         # the interval counts[0] holds
+    int64_t *row          # the row of the interval ending at row_end (a cursor)
+    int64_t row_end
     ks_hook hook          # NULL: no trace
     void *hook_ctx
     ks_ctx *ctx

@@ -24,6 +24,16 @@ from ._plan import bit_generator
 cdef extern from *:
     int ctz "__builtin_ctzll"(unsigned long long) noexcept nogil
 
+# Each function that reports to a trace hook is compiled twice: `tracing` picks, at compile
+# time, whether it calls the hook, so a run without one pays nothing for them.
+ctypedef struct traced:
+    char unused
+ctypedef struct untraced:
+    char unused
+ctypedef fused tracing:
+    traced
+    untraced
+
 
 # --- sources ------------------------------------------------------------------------------
 cdef inline int64_t after(int64_t t, double gap) noexcept nogil:
@@ -62,8 +72,24 @@ cdef inline void update_next_host(ks_vcpu *v) noexcept nogil:
 
 
 # --- bookkeeping --------------------------------------------------------------------------
-cdef inline int64_t *row(const ks_vcpu *v, const ks_params *p, int64_t t) noexcept nogil:
-    return v.counts + (t // p.interval_ns - v.first) * C_COLUMNS
+cdef inline int64_t *row(ks_vcpu *v, const ks_params *p, int64_t t) noexcept nogil:
+    # The counts row of the interval holding t: a cursor, so the division happens only when
+    # t leaves the interval of the last row.
+    cdef int64_t i
+    if t >= v.row_end or t < v.row_end - p.interval_ns:
+        i = t // p.interval_ns
+        v.row = v.counts + (i - v.first) * C_COLUMNS
+        v.row_end = (i + 1) * p.interval_ns
+    return v.row
+
+# The vCPU's own requests: its thread, or another with the engine's lock held between runs
+# (Engine.make_request), is the only writer during a run, so plain bit operations suffice;
+# ks_make_request and friends (_core.pxd) are the atomic forms for code outside the engine.
+cdef inline void make_request(ks_vcpu *v, int bit) noexcept nogil:
+    v.requests |= (<uint64_t>1) << bit
+
+cdef inline bint test_request(const ks_vcpu *v, int bit) noexcept nogil:
+    return (v.requests >> bit) & 1
 
 cdef inline void hook(ks_vcpu *v, int64_t t, int32_t event, int64_t a,
                       int64_t b) noexcept nogil:
@@ -86,27 +112,28 @@ cdef inline void accept_irq(ks_vcpu *v, int64_t k, int64_t *c) noexcept nogil:
     c[C_IRQS_RAISED] += k
     c[C_IRQS_COALESCED] += k - 1 + v.irq_pending
     v.irq_pending = 1
-    ks_make_request(&v.requests, BIT_EVENT)
+    make_request(v, BIT_EVENT)
 
-cdef inline void arrive(ks_vcpu *v, int kind, int bit, int64_t k, int64_t *c,
-                 int64_t t) noexcept nogil:
+cdef inline void arrive(ks_vcpu *v, int kind, int bit, int64_t k, int64_t *c, int64_t t,
+                        tracing *tr) noexcept nogil:
     # k arrivals of one kind at once
     cdef int64_t j
     if k == 0:
         return
-    if v.hook != NULL:
+    if tracing is traced:
         for j in range(k):
             hook(v, t, T_MAKE_REQUEST, kind, bit if kind == SRC_REQUEST else -1)
     if kind == SRC_NMI:                 # kvm_inject_nmi
         v.nmi_queued += k
         c[C_NMIS_QUEUED] += k
-        ks_make_request(&v.requests, BIT_NMI)
+        make_request(v, BIT_NMI)
     elif kind == SRC_IRQ:               # __apic_accept_irq, APIC_DM_FIXED
         accept_irq(v, k, c)
     else:                               # SRC_REQUEST
-        ks_make_request(&v.requests, bit)
+        make_request(v, bit)
 
-cdef inline void apply_host(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c) noexcept nogil:
+cdef inline void apply_host(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c,
+                            tracing *tr) noexcept nogil:
     # kvm_make_request for every host-side arrival at or before t; the kick only matters in
     # guest mode (kvm_vcpu_kick), where the caller turns it into a VM-exit. Arrivals of one
     # source are applied together, unless a trace hook wants each with its own time.
@@ -122,13 +149,13 @@ cdef inline void apply_host(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *
             if s.kind == SRC_REQUEST_NOOP:  # one of the no-op requests, uniformly
                 bit = p.noop_bits[<int>(s.rng.next_double(s.rng.state) * p.n_noop)]
                 source_step(s)
-                arrive(v, SRC_REQUEST, bit, 1, c, at)
+                arrive(v, SRC_REQUEST, bit, 1, c, at, tr)
             else:
                 arrive(v, s.kind, s.bit,
-                       source_advance(s, at if v.hook != NULL else t), c, at)
+                       source_advance(s, at if tracing is traced else t), c, at, tr)
     if v.ext_at <= t:                   # Engine.inject: NMIs, then IRQs
-        arrive(v, SRC_NMI, 0, v.ext_nmi, c, v.ext_at)
-        arrive(v, SRC_IRQ, 0, v.ext_irq, c, v.ext_at)
+        arrive(v, SRC_NMI, 0, v.ext_nmi, c, v.ext_at, tr)
+        arrive(v, SRC_IRQ, 0, v.ext_irq, c, v.ext_at, tr)
         v.ext_nmi = v.ext_irq = 0
         v.ext_at = NEVER
     update_next_host(v)
@@ -154,7 +181,7 @@ cdef void end_handlers(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c) no
         if not p.intel:
             v.nmi_window = 0
             c[C_NMI_WINDOW_EXITS] += 1
-            ks_make_request(&v.requests, BIT_EVENT)
+            make_request(v, BIT_EVENT)
     if v.irq_blocked and v.irq_end <= t:
         v.irq_blocked = 0
         v.irq_end = NEVER
@@ -163,19 +190,19 @@ cdef void end_handlers(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c) no
     if v.nmi_window and not v.nmi_blocked:
         v.nmi_window = 0
         c[C_NMI_WINDOW_EXITS] += 1
-        ks_make_request(&v.requests, BIT_EVENT)
+        make_request(v, BIT_EVENT)
     if v.irq_window and not (v.nmi_blocked or v.irq_blocked):
         v.irq_window = 0
         c[C_IRQ_WINDOW_EXITS] += 1
-        ks_make_request(&v.requests, BIT_EVENT)
+        make_request(v, BIT_EVENT)
 
 cdef inline void perf_overflow(ks_vcpu *v, int64_t *c) noexcept nogil:
     # __kvm_perf_overflow: global_status, KVM_REQ_PMI
-    if ks_test_request(&v.requests, BIT_PMI):
+    if test_request(v, BIT_PMI):
         c[C_PMIS_COALESCED] += 1
     else:
         c[C_PMIS_RAISED] += 1
-        ks_make_request(&v.requests, BIT_PMI)
+        make_request(v, BIT_PMI)
 
 cdef inline void guest_event(ks_vcpu *v, int kind, int64_t *c) noexcept nogil:
     if kind == SRC_PMI:
@@ -185,12 +212,12 @@ cdef inline void guest_event(ks_vcpu *v, int kind, int64_t *c) noexcept nogil:
         else:
             v.pmu_reprogram = 1
             perf_overflow(v, c)
-            ks_make_request(&v.requests, BIT_PMU)
+            make_request(v, BIT_PMU)
     elif kind == SRC_EMUL_PMI:
         # kvm_pmu_trigger_event -> kvm_pmu_request_counter_reprogram
         v.pmu_reprogram = 1
         v.emul_overflow = 1
-        ks_make_request(&v.requests, BIT_PMU)
+        make_request(v, BIT_PMU)
 
 cdef void apply_guest(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c) noexcept nogil:
     cdef int i
@@ -239,18 +266,18 @@ cdef inline int64_t next_guest_event(const ks_vcpu *v, const ks_params *p,
 
 
 # --- handlers of vcpu_enter_guest() -------------------------------------------------------
-cdef inline void process_nmi(ks_vcpu *v, int64_t t, int64_t *c) noexcept nogil:
+cdef inline void process_nmi(ks_vcpu *v, int64_t t, int64_t *c, tracing *tr) noexcept nogil:
     # process_nmi: limit 2, or 1 if NMIs are masked or one is injected; excess dropped
     cdef int64_t limit = 1 if (v.nmi_blocked or v.nmi_injected) else 2
     v.nmi_pending += v.nmi_queued
     v.nmi_queued = 0
     if v.nmi_pending > limit:
-        if v.hook != NULL:
+        if tracing is traced:
             hook(v, t, T_NMI_DROP, v.nmi_pending - limit, limit)
         c[C_NMIS_DROPPED] += v.nmi_pending - limit
         v.nmi_pending = limit
     if v.nmi_pending:
-        ks_make_request(&v.requests, BIT_EVENT)
+        make_request(v, BIT_EVENT)
 
 cdef inline void deliver_pmi(ks_vcpu *v, const ks_params *p, int64_t *c) noexcept nogil:
     # kvm_pmu_deliver_pmi -> kvm_apic_local_deliver(APIC_LVTPC)
@@ -261,15 +288,15 @@ cdef inline void deliver_pmi(ks_vcpu *v, const ks_params *p, int64_t *c) noexcep
     if p.lvtpc == LVTPC_NMI:            # APIC_DM_NMI: kvm_inject_nmi
         v.nmi_queued += 1
         c[C_NMIS_QUEUED] += 1
-        ks_make_request(&v.requests, BIT_NMI)
+        make_request(v, BIT_NMI)
     elif p.lvtpc == LVTPC_FIXED:        # APIC_DM_FIXED
         accept_irq(v, 1, c)
     else:                               # APIC_DM_SMI: kvm_inject_smi
-        ks_make_request(&v.requests, BIT_SMI)
+        make_request(v, BIT_SMI)
     if p.intel:                         # guest_cpuid_is_intel_compatible: mask LVTPC
         v.lvtpc_masked = 1
 
-cdef void inject_events(ks_vcpu *v, int64_t t, int64_t *c) noexcept nogil:
+cdef void inject_events(ks_vcpu *v, int64_t t, int64_t *c, tracing *tr) noexcept nogil:
     # kvm_check_and_inject_events: re-injection, then SMI > NMI > IRQ; -EBUSY sets
     # req_immediate_exit.
     cdef bint can_inject = 1
@@ -291,7 +318,7 @@ cdef void inject_events(ks_vcpu *v, int64_t t, int64_t *c) noexcept nogil:
             v.req_immediate_exit = 1
             return
         if not v.nmi_blocked:           # nmi_allowed
-            if v.hook != NULL:
+            if tracing is traced:
                 hook(v, t, T_INJ_NMI, 0, 0)
             v.nmi_pending -= 1
             v.nmi_injected = 1
@@ -304,7 +331,7 @@ cdef void inject_events(ks_vcpu *v, int64_t t, int64_t *c) noexcept nogil:
             v.req_immediate_exit = 1
             return
         if not (v.nmi_blocked or v.irq_blocked):
-            if v.hook != NULL:
+            if tracing is traced:
                 hook(v, t, T_INJ_VIRQ, 0, 0)
             v.irq_pending = 0
             v.irq_injected = 1
@@ -312,14 +339,14 @@ cdef void inject_events(ks_vcpu *v, int64_t t, int64_t *c) noexcept nogil:
         else:
             v.irq_window = 1            # enable_irq_window
 
-cdef inline void handle(ks_vcpu *v, const ks_params *p, int bit, int64_t t,
-                        int64_t *c) noexcept nogil:
+cdef inline void handle(ks_vcpu *v, const ks_params *p, int bit, int64_t t, int64_t *c,
+                        tracing *tr) noexcept nogil:
     cdef int h = p.handler[bit]
     if h == H_NOOP:
         if p.raises[bit]:
-            ks_make_requests(&v.requests, p.raises[bit])
+            v.requests |= p.raises[bit]
     elif h == H_NMI:
-        process_nmi(v, t, c)
+        process_nmi(v, t, c, tr)
     elif h == H_PMU:
         # kvm_pmu_handle_event: reprogram; an emulated wrap overflows the counter
         v.pmu_reprogram = 0
@@ -330,9 +357,9 @@ cdef inline void handle(ks_vcpu *v, const ks_params *p, int bit, int64_t t,
         deliver_pmi(v, p, c)
     elif h == H_SMI:
         v.smi_pending = 1               # process_smi
-        ks_make_request(&v.requests, BIT_EVENT)
+        make_request(v, BIT_EVENT)
     else:
-        inject_events(v, t, c)
+        inject_events(v, t, c, tr)
 
 
 # --- one pass of vcpu_enter_guest() -------------------------------------------------------
@@ -347,16 +374,16 @@ cdef inline uint64_t ranks_from(const ks_vcpu *v, const ks_params *p, int pos) n
             rm |= (<uint64_t>1) << r
     return rm
 
-cdef int64_t one_pass(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c,
-                      bint *entered) noexcept nogil:
+cdef int64_t one_pass(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c, bint *entered,
+                      tracing *tr) noexcept nogil:
     cdef int n = p.n_checks, pos, r, bit
     cdef int64_t t0, t_r, ta, passed, cost, event_ns = 0
     cdef uint64_t rm, before, x, raised = 0   # raised: bits this pass's handlers raised
-    apply_host(v, p, t, c)
+    apply_host(v, p, t, c, tr)
     v.req_immediate_exit = 0
     t0 = t
     # if (kvm_request_pending(vcpu)) { ... }; the EVENT check follows the block
-    pos = 0 if ks_request_pending(&v.requests) else n - 1
+    pos = 0 if v.requests else n - 1
     while True:
         rm = ranks_from(v, p, pos)
         r = ctz(rm) if rm else n
@@ -368,15 +395,15 @@ cdef int64_t one_pass(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c,
                 passed = (ta - t + p.cost_check - 1) // p.cost_check
                 pos += <int>passed
                 t += passed * p.cost_check
-            apply_host(v, p, t, c)
+            apply_host(v, p, t, c, tr)
             continue
         if r == n:
             t = t_r
             break
         bit = p.order[r]
-        if v.hook != NULL:
+        if tracing is traced:
             hook(v, t_r, T_CHECK_REQUEST, bit, r)
-        ks_check_request(&v.requests, bit)     # clear, then handle
+        v.requests &= ~((<uint64_t>1) << bit)    # kvm_check_request: clear, then handle
         c[C_REQUESTS_BASE + bit] += 1
         cost = p.handler_ns[bit]
         if bit == BIT_EVENT:
@@ -384,7 +411,7 @@ cdef int64_t one_pass(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c,
         t = t_r + p.cost_check + cost
         pos = r + 1
         before = v.requests
-        handle(v, p, bit, t_r, c)
+        handle(v, p, bit, t_r, c, tr)
         raised = (raised & ~((<uint64_t>1) << bit)) | (v.requests & ~before)
     c[C_NS_REQUESTS] += t - t0 - event_ns
     c[C_NS_EVENT] += event_ns
@@ -392,11 +419,11 @@ cdef int64_t one_pass(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c,
     t += p.cost_state_load
     c[C_NS_STATE_LOAD] += p.cost_state_load
     v.mode = IN_GUEST_MODE
-    apply_host(v, p, t, c)
+    apply_host(v, p, t, c, tr)
     c[C_VMENTER_ATTEMPTS] += 1
-    if v.hook != NULL:
+    if tracing is traced:
         hook(v, t, T_CANCEL if v.requests else T_ENTRY, 0, <int64_t>v.requests)
-    if ks_request_pending(&v.requests):
+    if v.requests:
         # cancel_injection: vmx_cancel_injection puts the written event back as injected
         v.mode = OUTSIDE_GUEST_MODE
         c[C_CANCELED_VMENTERS] += 1
@@ -409,12 +436,12 @@ cdef int64_t one_pass(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c,
         t += p.cost_cancel
         c[C_NS_CANCEL] += p.cost_cancel
         if v.entry_event != ENTRY_NONE or v.req_immediate_exit:
-            ks_make_request(&v.requests, BIT_EVENT)
+            make_request(v, BIT_EVENT)
         v.entry_event = ENTRY_NONE
         entered[0] = 0
         return t
     if v.req_immediate_exit:            # raised after the late check: no cancel
-        ks_make_request(&v.requests, BIT_EVENT)
+        make_request(v, BIT_EVENT)
     v.immediate_exit = v.req_immediate_exit
     t += p.cost_vmenter
     c[C_NS_VMENTER] += p.cost_vmenter
@@ -462,23 +489,26 @@ cdef int exit_reason(const ks_vcpu *v, const ks_params *p, int64_t t) noexcept n
         return R_INTERRUPT_WINDOW
     return R_NMI_WINDOW if v.nmi_window else R_MSR_WRITE
 
-cdef inline int64_t vm_exit(ks_vcpu *v, const ks_params *p, int64_t t,
-                            int64_t *c) noexcept nogil:
+cdef inline int64_t vm_exit(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c,
+                            tracing *tr) noexcept nogil:
     # A VM-exit at t; returns when vcpu_enter_guest() starts its first pass.
-    cdef int reason = exit_reason(v, p, t) if v.hook != NULL else 0
+    cdef int reason = 0
+    if tracing is traced:
+        reason = exit_reason(v, p, t)
     v.mode = OUTSIDE_GUEST_MODE
     c[C_VMEXITS] += 1
     if v.immediate_exit:
         c[C_IMMEDIATE_EXITS] += 1
         v.immediate_exit = 0
     apply_guest(v, p, t, c)
-    apply_host(v, p, t, c)
-    if v.hook != NULL:
+    apply_host(v, p, t, c, tr)
+    if tracing is traced:
         hook(v, t, T_EXIT, reason, <int64_t>v.requests)
     c[C_NS_VMEXIT] += p.cost_vmexit
     return t + p.cost_vmexit
 
-cdef inline bint passes(ks_vcpu *v, const ks_params *p, int64_t *until) noexcept nogil:
+cdef inline bint passes(ks_vcpu *v, const ks_params *p, int64_t *until,
+                        tracing *tr) noexcept nogil:
     # Passes (vcpu_run's loop) from pass_at until a VM-Enter completes: true; or until
     # `until` comes first, as it does while every entry keeps being cancelled: false.
     cdef int64_t t = v.pass_at
@@ -487,7 +517,7 @@ cdef inline bint passes(ks_vcpu *v, const ks_params *p, int64_t *until) noexcept
         until[0] = poll(v, t, until[0])
         if t >= until[0]:
             break
-        t = one_pass(v, p, t, row(v, p, t), &entered)
+        t = one_pass(v, p, t, row(v, p, t), &entered, tr)
         if entered:
             v.in_host = 0
             return 1
@@ -499,22 +529,23 @@ cdef inline bint passes(ks_vcpu *v, const ks_params *p, int64_t *until) noexcept
 
 cdef inline void add_guest_time(ks_vcpu *v, const ks_params *p, int64_t t1) noexcept nogil:
     cdef int64_t t0 = v.guest_since, end
+    cdef int64_t *c
     while t0 < t1:
-        end = (t0 // p.interval_ns + 1) * p.interval_ns
-        if end > t1:
-            end = t1
-        row(v, p, t0)[C_NS_GUEST] += end - t0
+        c = row(v, p, t0)
+        end = v.row_end if v.row_end < t1 else t1
+        c[C_NS_GUEST] += end - t0
         t0 = end
     if t1 > v.guest_since:
         v.guest_since = t1
 
-cdef void ks_vcpu_run(ks_vcpu *v, const ks_params *p, int64_t until) noexcept nogil:
+cdef inline void run_vcpu(ks_vcpu *v, const ks_params *p, int64_t until,
+                          tracing *tr) noexcept nogil:
     cdef int64_t ta, tg, t
     cdef bint exits
     if until <= v.now:                  # stopped past it by an earlier, interrupted run
         return
     while True:
-        if v.in_host and not passes(v, p, &until):
+        if v.in_host and not passes(v, p, &until, tr):
             v.now = until
             return
         ta = v.next_host                # a kick in guest mode: IPI -> VM-exit
@@ -524,7 +555,6 @@ cdef void ks_vcpu_run(ks_vcpu *v, const ks_params *p, int64_t until) noexcept no
             ta = v.entry_t
         tg = next_guest_event(v, p, &exits)
         t = ta if ta < tg else tg
-        until = poll(v, t, until)
         if t >= until:
             add_guest_time(v, p, until)
             v.now = until
@@ -533,8 +563,15 @@ cdef void ks_vcpu_run(ks_vcpu *v, const ks_params *p, int64_t until) noexcept no
             end_handlers(v, p, t, row(v, p, t))
             continue
         add_guest_time(v, p, t)
-        v.pass_at = vm_exit(v, p, t, row(v, p, t))
+        v.pass_at = vm_exit(v, p, t, row(v, p, t), tr)
         v.in_host = 1
+
+
+cdef void ks_vcpu_run(ks_vcpu *v, const ks_params *p, int64_t until) noexcept nogil:
+    if v.hook != NULL:
+        run_vcpu(v, p, until, <traced *>NULL)
+    else:
+        run_vcpu(v, p, until, <untraced *>NULL)
 
 
 # --- Python side --------------------------------------------------------------------------
@@ -674,6 +711,7 @@ cdef class Engine:
                 for i in range(self.n_vcpus):
                     self.vcpus[i].counts = base + i * stride
                     self.vcpus[i].first = first_interval
+                    self.vcpus[i].row_end = 0           # the window moved: find rows anew
                     ks_vcpu_run(&self.vcpus[i], &self.params, until_ns)
                     if self.ctx.stop != STOP_DONE:
                         break
@@ -741,7 +779,8 @@ def _restore(plan, vcpus, sources, streams):
         memcpy(&e.vcpus[i], <const char *>vcpus[i], sizeof(ks_vcpu))
         e.vcpus[i].host, e.vcpus[i].guest = fresh.host, fresh.guest
         e.vcpus[i].exit_rng, e.vcpus[i].ctx = fresh.exit_rng, fresh.ctx
-        e.vcpus[i].counts, e.vcpus[i].hook, e.vcpus[i].hook_ctx = NULL, NULL, NULL
+        e.vcpus[i].counts, e.vcpus[i].row, e.vcpus[i].row_end = NULL, NULL, 0
+        e.vcpus[i].hook, e.vcpus[i].hook_ctx = NULL, NULL
     for i, (next_t, idx) in enumerate(sources):
         e.sources[i].next_t, e.sources[i].idx = next_t, idx
     for bg, state in zip([bg for bg in e._keep if isinstance(bg, np.random.PCG64)], streams):

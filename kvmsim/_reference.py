@@ -527,7 +527,6 @@ class _VCpu:
             ta = max(ta, self.entry_t)
             tg, exits = self._next_guest_event()
             t = min(ta, tg)
-            until = self._poll(t, until)
             if t >= until:
                 self._add_guest_time(until)
                 self.now = until

@@ -90,9 +90,7 @@ class Simulation:
         self.plan = build(self.config, self.interval_ns)
         self.engine = _engine.create(self.plan, self.config.engine)
         n = self.plan.vcpus
-        self._window = np.zeros((n, max(2, min(4096, WINDOW_BYTES // (n * _spec.N_COLUMNS
-                                                                       * 8))),
-                                 _spec.N_COLUMNS), dtype=np.int64)
+        self._window = np.zeros((n, 1, _spec.N_COLUMNS), dtype=np.int64)
         self._first = 0                       # the interval _window[:, 0] holds
         self._totals = np.zeros((n, _spec.N_COLUMNS), dtype=np.int64)
         self._kept = np.zeros((n, 0, len(self.columns)), dtype=np.int64)
@@ -174,8 +172,15 @@ class Simulation:
         return stop
 
     def _reserve(self, until_ns: int) -> None:
-        """Room for the kept counters of every interval up to until_ns, bounded, exact."""
+        """Room for the kept counters of every interval up to until_ns, bounded, exact; and
+        a window for the intervals in flight, as wide as this run needs up to WINDOW_BYTES."""
         n = -(-until_ns // self.interval_ns)
+        vcpus, have = self.plan.vcpus, self._window.shape[1]
+        wide = max(1, min(n - self._first, WINDOW_BYTES // (vcpus * _spec.N_COLUMNS * 8)))
+        if wide > have:
+            window = np.zeros((vcpus, wide, _spec.N_COLUMNS), dtype=np.int64)
+            window[:, :have] = self._window
+            self._window = window
         size = self.plan.vcpus * n * len(self.columns) * 8
         if size > MAX_COUNTS_BYTES:
             raise ConfigError([("interval", f"{self.interval:g} s gives {n:,} intervals x "

@@ -13,7 +13,8 @@ def test_python_example_runs(monkeypatch):
     block, = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
     scope = {}
     exec(compile(block, "README.md", "exec"), scope)
-    assert scope["sim"].now == 0.1
+    assert scope["sim"].now == 0.2
+    assert scope["sim"].result().totals["nmis_queued"] >= 3     # the three injected
     assert scope["res"].totals["canceled_vmenters"] > 13_000 * 6
     assert scope["back"].totals == scope["res"].totals
     assert [(m.name, m.after) for m in scope["moves"]] == [("NMI", "PMI")]

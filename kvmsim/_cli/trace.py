@@ -59,8 +59,11 @@ def run(args, out) -> int:
     printed = 0
 
     def hook(t_ns, vcpu, event, a, b):
+        # The engine stops at its next consistent point after the hook raises: events up to
+        # there still arrive here, and are not printed.
         nonlocal printed
-        if event in wanted and (args.vcpu is None or vcpu == args.vcpu):
+        if printed < args.max_events and event in wanted and \
+                (args.vcpu is None or vcpu == args.vcpu):
             print(_trace.line(t_ns, vcpu, event, a, b), file=out)
             printed += 1
             if printed >= args.max_events:
