@@ -138,7 +138,7 @@ def _spec2017_vtune(vcpus: int = 8, scale: float = 1.0) -> Workload:
 
 
 def _anchor() -> Workload:
-    # The benchmark scenario of figures.md ("a small model of the loop").
+    # The benchmarks' small loop (README, "Speed"): one vCPU, fast PMIs and other-CPU requests.
     return Workload(
         vcpus=1,
         guest_exit_rate=100_000.0,

@@ -1,7 +1,8 @@
 """The "may raise" graph: which handler in vcpu_enter_guest() may raise which request.
 
-Each edge names the kernel function whose kvm_make_request() it stands for and the source
-it was read in (tags of docs/model.md; docs/analysis.md explains the graph). An edge whose
+Each edge names the kernel call chain whose kvm_make_request() it stands for and where that
+was read: file, function and a public tree (kvm-x86/linux at a commit, or a Linux release
+tag; docs/model.md lists them, docs/analysis.md explains the graph). An edge whose
 target is checked at or before its source in an order is a back edge: the raised request
 survives to kvm_vcpu_exit_request() and cancels the VM-Enter.
 """
@@ -28,51 +29,67 @@ class Edge:
     src: str
     dst: str
     via: str              # the kernel call chain that raises dst
-    cite: str             # where it was read (docs/model.md tags)
+    cite: str             # "file function @ tree", "; "-separated (docs/model.md, tags)
     when: tuple[str, ...] = ()   # all must hold: "lvtpc=<mode>", "no-apicv", or a RARE key
     per: str = ""         # what one firing is: "one cancelled VM-Enter per <per>"
 
 
 EDGES: tuple[Edge, ...] = (
     Edge("MASTERCLOCK_UPDATE", "CLOCK_UPDATE",
-         "kvm_update_masterclock -> kvm_make_all_cpus_request(KVM_REQ_CLOCK_UPDATE)",
-         "NEW2 ~88,000", per="masterclock update"),
+         "kvm_update_masterclock -> kvm_end_pvclock_update -> kvm_make_request"
+         "(KVM_REQ_CLOCK_UPDATE) on every vCPU",
+         "x86.c kvm_end_pvclock_update @ kvm-x86 042007c262e5", per="masterclock update"),
     Edge("GLOBAL_CLOCK_UPDATE", "CLOCK_UPDATE", "kvm_gen_kvmclock_update",
-         "kvm-facts §3 (V)", per="global clock update"),
+         "x86.c kvm_gen_kvmclock_update @ kvm-x86 042007c262e5", per="global clock update"),
     Edge("CLOCK_UPDATE", "CLOCK_UPDATE", "kvm_guest_time_update (host TSC kHz is 0)",
-         "kvm-facts §3 (V)", when=("retry",), per="failed clock update"),
-    Edge("MMU_SYNC", "TLB_FLUSH", "kvm_mmu_sync_roots -> remote TLB flush",
-         "kvm-facts §3 (U)", when=("shadow-paging",), per="MMU sync that flushes"),
+         "x86.c kvm_guest_time_update @ kvm-x86 042007c262e5", when=("retry",),
+         per="failed clock update"),
+    Edge("MMU_SYNC", "TLB_FLUSH",
+         "kvm_mmu_sync_roots -> mmu_sync_children -> kvm_flush_remote_tlbs",
+         "mmu/mmu.c mmu_sync_children @ linux v6.12", when=("shadow-paging",),
+         per="MMU sync that flushes"),
     Edge("SCAN_IOAPIC", "LOAD_EOI_EXITMAP", "vcpu_scan_ioapic",
-         "kvm-facts §3 (V)", per="IOAPIC scan"),
+         "x86.c vcpu_scan_ioapic @ kvm-x86 6f1cc3d67695", per="IOAPIC scan"),
     Edge("APIC_PAGE_RELOAD", "APIC_PAGE_RELOAD",
-         "kvm_vcpu_reload_apic_access_page (MMU invalidation raced)", "VMX ~205,000",
+         "kvm_vcpu_reload_apic_access_page -> vmx_set_apic_access_page_addr (MMU "
+         "invalidation raced)", "vmx/vmx.c vmx_set_apic_access_page_addr @ kvm-x86 bccb79ec2e66",
          when=("retry",), per="raced APIC page reload"),
     Edge("DIRTY_RING_SOFT_FULL", "DIRTY_RING_SOFT_FULL",
-         "kvm_dirty_ring_check_request (ring still soft-full)", "PRE; dirty_ring.c",
+         "kvm_dirty_ring_check_request (ring still soft-full)",
+         "virt/kvm/dirty_ring.c kvm_dirty_ring_check_request @ linux v6.12",
          when=("retry",), per="dirty-ring exit"),
-    Edge("APICV_UPDATE", "EVENT", "kvm_vcpu_update_apicv", "kvm-facts §3 (V)",
+    Edge("APICV_UPDATE", "EVENT", "kvm_vcpu_update_apicv -> __kvm_vcpu_update_apicv",
+         "x86.c __kvm_vcpu_update_apicv @ kvm-x86 6f1cc3d67695",
          when=("apicv-deactivated",), per="APICv deactivation"),
     Edge("APF_READY", "EVENT",
          "kvm_check_async_pf_completion -> kvm_arch_async_page_present -> kvm_apic_set_irq",
-         "kvm-facts §3 (P)", per="async page-ready"),
-    Edge("HV_STIMER", "EVENT", "kvm_hv_process_stimers -> SynIC message", "kvm-facts §3 (U)",
-         when=("synic-message",), per="SynIC timer message"),
+         "x86.c kvm_arch_async_page_present @ linux v6.12", per="async page-ready"),
+    Edge("HV_STIMER", "EVENT",
+         "kvm_hv_process_stimers -> stimer_expiration -> synic_set_irq(APIC_DM_FIXED)",
+         "hyperv.c stimer_expiration @ linux v6.12", when=("synic-message",),
+         per="SynIC timer message"),
     # Fires when an emulated count wraps a counter with INT set: workload-dependent, so
     # always considered (it is a forward edge in every kernel order).
     Edge("PMU", "PMI", "kvm_pmu_handle_event -> reprogram_counter -> __kvm_perf_overflow",
-         "PMU ~3,700", per="emulated counter overflow"),
+         "pmu.c reprogram_counter @ kvm-x86 04f2bbf1c779", per="emulated counter overflow"),
     Edge("PMI", "NMI",
          "kvm_pmu_deliver_pmi -> kvm_apic_local_deliver(LVTPC) -> __apic_accept_irq"
-         "(APIC_DM_NMI) -> kvm_inject_nmi", "PMU ~17,500; LAPIC",
+         "(APIC_DM_NMI) -> kvm_inject_nmi",
+         "pmu.c kvm_pmu_deliver_pmi @ kvm-x86 04f2bbf1c779; "
+         "lapic.c __apic_accept_irq @ kvm-x86 f729851189d5",
          when=("lvtpc=nmi",), per="PMI delivered as an NMI"),
     Edge("PMI", "EVENT",
          "kvm_pmu_deliver_pmi -> __apic_accept_irq(APIC_DM_FIXED) -> vmx_deliver_interrupt",
-         "LAPIC; VMX", when=("lvtpc=fixed", "no-apicv"), per="PMI delivered as an IRQ"),
+         "lapic.c __apic_accept_irq @ kvm-x86 f729851189d5; "
+         "vmx/vmx.c vmx_deliver_interrupt @ linux v6.12",
+         when=("lvtpc=fixed", "no-apicv"), per="PMI delivered as an IRQ"),
     Edge("PMI", "SMI", "kvm_pmu_deliver_pmi -> __apic_accept_irq(APIC_DM_SMI) -> "
-         "kvm_inject_smi", "LAPIC", when=("lvtpc=smi",), per="PMI delivered as an SMI"),
-    Edge("NMI", "EVENT", "process_nmi (an NMI is pending)", "PRE ~281,900", per="NMI"),
-    Edge("SMI", "EVENT", "process_smi", "kvm-facts §3", per="SMI"),
+         "kvm_inject_smi", "lapic.c __apic_accept_irq @ kvm-x86 f729851189d5; "
+         "smm.h kvm_inject_smi @ linux v6.12", when=("lvtpc=smi",),
+         per="PMI delivered as an SMI"),
+    Edge("NMI", "EVENT", "process_nmi (an NMI is pending)",
+         "x86.c process_nmi @ kvm-x86 6f1cc3d67695", per="NMI"),
+    Edge("SMI", "EVENT", "process_smi", "smm.c process_smi @ linux v6.12", per="SMI"),
 )
 
 # Orders must keep these (docs/analysis.md): (first, then) pairs; None = start or end.

@@ -1,7 +1,9 @@
 """Order analysis: back edges, the optimizer, and cancel attribution."""
 
 import itertools
+import pathlib
 import random
+import re
 
 import pytest
 
@@ -11,6 +13,10 @@ from kvmsim import analysis, catalogue, graph
 from kvmsim.graph import Context
 
 PRE = orders.PRESETS["linux-6.6"]
+MODEL_MD = pathlib.Path(__file__).parent.parent / "docs" / "model.md"
+# An edge's source: "file function @ tree", the tree a kvm-x86/linux commit or a release tag.
+CITE = re.compile(r"(?P<file>[\w/]+\.[ch]) (?P<fn>\w+) @ "
+                  r"(?:kvm-x86 (?P<commit>[0-9a-f]{12})|linux (?P<tag>v\d+\.\d+))")
 
 
 def edges(order, ctx=Context(), active=True):
@@ -25,6 +31,18 @@ def test_graph_is_well_formed():
         for atom in e.when:
             assert atom in graph.RARE or atom == "no-apicv" or \
                 atom.removeprefix("lvtpc=") in graph.LVTPC_MODES
+
+
+def test_every_edge_cites_a_function_of_its_chain_in_a_listed_tree():
+    model = MODEL_MD.read_text()
+    tags = model[:model.index("\n## 1.")]          # the tag table above section 1
+    for e in graph.EDGES:
+        for part in e.cite.split("; "):
+            m = CITE.fullmatch(part)
+            assert m, f"{e.src} -> {e.dst}: {part!r} is not 'file function @ tree'"
+            assert m["fn"] in e.via, f"{e.src} -> {e.dst}: {m['fn']} is not in the chain"
+            tree = f"kvm-x86/linux @ {m['commit']}" if m["commit"] else f"tag `{m['tag']}`"
+            assert tree in tags, f"{e.src} -> {e.dst}: {tree} is not in docs/model.md's table"
 
 
 def test_linux66_has_the_pmi_nmi_back_edge():

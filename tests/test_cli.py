@@ -278,6 +278,10 @@ def test_lint_order_names_the_hazard_and_fails(cli):
     p = cli("lint-order", "linux-6.6")
     assert p.returncode == 1, p.stderr
     assert "back edge PMI -> NMI: check #21 raises #19 (bits 19 -> 17)  FIRES" in p.stdout
+    # The chain and its public source, as lint prints them after "via:".
+    assert ("via:  kvm_pmu_deliver_pmi -> kvm_apic_local_deliver(LVTPC) -> __apic_accept_irq"
+            "(APIC_DM_NMI) -> kvm_inject_nmi  [pmu.c kvm_pmu_deliver_pmi @ kvm-x86 04f2bbf1c779; "
+            "lapic.c __apic_accept_irq @ kvm-x86 f729851189d5]") in p.stdout
     assert "cost: one cancelled VM-Enter per PMI delivered as an NMI" in p.stdout
     assert "back edge PMI -> SMI: check #21 raises #18 (bits 19 -> 20)  conditional" in p.stdout
     assert p.stdout.splitlines()[-1] == "1 back edge fires in this context: exit status 1"
