@@ -18,6 +18,7 @@ from .scenario import Scenario
 from .simulation import Simulation, simulate
 from .source_order import order_from_source
 from .workload import PRESETS as WORKLOADS
+from .host._commands import add_commands as _host_commands
 
 EPILOG = {
     "stat": """examples:
@@ -140,6 +141,7 @@ def parser() -> argparse.ArgumentParser:
     trace.add_argument("--events", help=f"only these events: {','.join(TRACE_EVENTS)}")
     trace.add_argument("--vcpu", type=int, help="only this vCPU")
 
+    _host_commands(sub)
     ords = sub.add_parser("orders", aliases=["order"], help="list the order presets, print one "
                           "with bit numbers, or read one from a kernel's x86.c",
                           epilog=EPILOG["orders"],
@@ -590,7 +592,7 @@ COMMANDS = {"stat": cmd_stat, "compare": cmd_compare, "trace": cmd_trace, "order
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args, sys.stdout)
+        return COMMANDS.get(args.command, getattr(args, "func", None))(args, sys.stdout)
     except ConfigError as e:
         for path, msg in e.problems:
             print(f"kvmsim {args.command}: error: {path + ': ' if path else ''}{msg}",
