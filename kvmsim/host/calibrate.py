@@ -92,20 +92,26 @@ def measure(runs: int = 200, batches: int = 5) -> Calibration:
 
 
 def costs_toml(c: Calibration, host: str) -> str:
-    half = max(round(c.entry_exit / 2), 0)
-    lines = [
-        f"# kvmsim calibrate on {host}: fastest of {c.batches} batches of {c.runs} KVM_RUNs",
-        "[costs]",
-        f"vmexit = {half}      # ns, calibrated to half of KVM_RUN's entry and exit "
-        f"({c.entry_exit:.0f} ns)",
-        f"vmenter = {half}     # ns, the other half",
-        f"event = {max(round(c.event), 0)}       # ns, calibrated to an NMI injection "
-        "(process_nmi and the EVENT block included)",
-        "# not measured on this host:",
-        *[f"#   {k}: {why}" for k, why in NOT_MEASURED.items()],
-        "# measured, not a kvmsim cost (the model has no user space):",
-        f"#   exit to user space and back: {c.round_trip:.0f} ns",
-        f"#   KVM_RUN that never enters (immediate_exit): {c.t_idle:.0f} ns",
-        f"#   one guest instruction (emulated on this host): {c.t_insn:.0f} ns",
-    ]
+    """The [costs] table; a derived cost that is not above 0 is not resolved (it is smaller
+    than the noise of the terms it is the difference of) and stays out of the table."""
+    half, event = round(c.entry_exit / 2), round(c.event)
+    lines = [f"# kvmsim calibrate on {host}: fastest of {c.batches} batches of {c.runs} "
+             "KVM_RUNs", "[costs]"]
+    if half > 0:
+        lines += [f"vmexit = {half}   # ns, calibrated to half of KVM_RUN's entry and exit",
+                  f"vmenter = {half}  # ns, the other half"]
+    else:
+        lines.append(f"# vmexit, vmenter: not resolved (entry and exit {c.entry_exit:.0f} ns: "
+                     "below the noise of the emulated instructions taken out)")
+    if event > 0:
+        lines.append(f"event = {event}  # ns, calibrated to an NMI injection (process_nmi, "
+                     "the EVENT block and the delivery)")
+    else:
+        lines.append(f"# event: not resolved ({c.event:.0f} ns)")
+    lines += ["# not measured on this host:",
+              *[f"#   {k}: {why}" for k, why in NOT_MEASURED.items()],
+              "# measured, not a kvmsim cost (the model has no user space):",
+              f"#   exit to user space and back: {c.round_trip:.0f} ns",
+              f"#   KVM_RUN that never enters (immediate_exit): {c.t_idle:.0f} ns",
+              f"#   one guest instruction (emulated on this host): {c.t_insn:.0f} ns"]
     return "\n".join(lines) + "\n"
