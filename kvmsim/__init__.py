@@ -10,4 +10,6 @@ from .workload import Periodic, Poisson, Trace, Workload
 
 __version__ = "0.1.0"
 __all__ = ["Config", "ConfigError", "Costs", "Periodic", "Poisson", "Result", "Scenario",
-           "Simulation", "Trace", "Workload", "simulate"]
+           "Simulation", "Trace", "Workload", "simulate", "sweep"]
+
+from ._sweep import sweep  # noqa: E402  (uses the names above)

@@ -8,7 +8,7 @@ import os
 import sys
 import time
 
-from . import __version__, analysis, catalogue, graph, orders
+from . import __version__, _sweep_cli, analysis, catalogue, graph, orders
 from .config import Config, resolve_order
 from .errors import ConfigError
 from .limits import MAX_SECONDS, MIN_SECONDS
@@ -171,6 +171,7 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--duration", type=float, default=10.0,
                        help="simulated seconds per run (default %(default)s)")
         p.add_argument("--seed", type=int, default=0)
+    _sweep_cli.add_command(sub)
     return top
 
 
@@ -584,7 +585,7 @@ def cmd_what_if(args, out) -> int:
 
 COMMANDS = {"stat": cmd_stat, "compare": cmd_compare, "trace": cmd_trace, "orders": cmd_orders,
             "order": cmd_orders, "lint-order": cmd_lint_order, "optimize": cmd_optimize,
-            "what-if": cmd_what_if}
+            "what-if": cmd_what_if, "sweep": _sweep_cli.cmd_sweep}
 
 
 def main(argv: list[str] | None = None) -> int:
