@@ -262,8 +262,12 @@ def _executor(client):
             ex.shutdown(wait=True, cancel_futures=True)
     elif isinstance(client, Executor):
         n = getattr(client, "_max_workers", None) or os.cpu_count() or 1
-        yield client, lambda: n, threading.Event() if isinstance(client, ThreadPoolExecutor) \
-            else None
+        stop = threading.Event() if isinstance(client, ThreadPoolExecutor) else None
+        try:
+            yield client, lambda: n, stop
+        finally:
+            if stop is not None:
+                stop.set()
     elif _is_dask(client):
         check_workers(client)
         ex = client.get_executor(pure=False)

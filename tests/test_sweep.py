@@ -1,12 +1,16 @@
 """kvmsim.sweep and `kvmsim sweep`: field paths, seeds, the table, the file it appends to and
 resumes from, and a real dask LocalCluster (2 worker processes), one of them SIGKILLed."""
 
+import fcntl
 import json
 import logging
 import os
+import pty
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -292,7 +296,37 @@ def test_cli_heatmap_needs_two_varying_paths(capsys):
            "(order)" in capsys.readouterr().err
 
 
-# A sweep that takes ~3 s of CPU (48 runs), long enough to be stopped mid-way., long enough to be stopped mid-way.
+def test_cli_progress_bar_over_points_on_a_terminal(tmp_path):
+    master, slave = pty.openpty()       # stderr a 100-column terminal, as a user's
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    err = bytearray()
+
+    def drain():                        # read while the child runs: a closed pty drops data
+        while chunk := _read(master):
+            err.extend(chunk)
+    reader = threading.Thread(target=drain)
+    reader.start()
+    child = subprocess.Popen([sys.executable, "-m", "kvmsim", "sweep", "--grid",
+                              "workload=anchor", "--grid", "workload.vcpus=1,2,3",
+                              "--seeds", "2", "--duration", "2"],
+                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=slave, text=True)
+    os.close(slave)
+    out, _ = child.communicate(timeout=120)
+    reader.join(timeout=10)
+    os.close(master)
+    assert child.returncode == 0
+    assert b"3/3" in err and b"point" in err and b"%|" in err   # tqdm drew the bar
+    assert len(out.splitlines()) == 5                            # the table is unaffected
+
+
+def _read(fd):
+    try:
+        return os.read(fd, 65536)
+    except OSError:
+        return b""
+
+
+# A sweep that takes ~3 s of CPU (48 runs), long enough to be stopped mid-way.
 CLI_SWEEP = ["sweep", "--grid", "workload=anchor", "--grid", "order=linux-6.6,linux-6.7",
              "--grid", "workload.vcpus=1,2", "--seeds", "12", "--duration", "8", "--seed", "7"]
 
