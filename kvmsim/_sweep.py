@@ -302,12 +302,19 @@ def _drive(todo: list[Run], submit, capacity, on_rows) -> None:
                 batch = [pending.popleft() for _ in range(n)]
                 inflight[submit(batch)] = batch
             done, _ = wait(inflight, return_when=FIRST_COMPLETED)
-            for f in done:
+            # In submission order; a failed task is raised once the others' rows are kept.
+            failed = None
+            for f in [f for f in inflight if f in done]:
                 batch = inflight.pop(f)
+                if f.exception() is not None:
+                    failed = failed or f
+                    continue
                 rows, seconds = f.result()
                 took = seconds / len(batch)
                 per_run = took if per_run is None else 0.7 * per_run + 0.3 * took
                 on_rows(rows)
+            if failed:
+                failed.result()
     finally:
         for f in inflight:
             f.cancel()

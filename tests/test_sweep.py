@@ -21,6 +21,7 @@ import pytest
 
 import kvmsim
 from kvmsim import ConfigError, _sweep, _sweep_grid
+from kvmsim._sweep_run import run_batch
 from kvmsim._sweep_stats import mean_interval, t_quantile
 from kvmsim.cli import main
 
@@ -241,6 +242,28 @@ def test_bad_out_is_reported_with_the_grid(tmp_path):
         kvmsim.sweep(ANCHOR, out=bad, duration=0.01)
 
 
+def test_a_failed_task_keeps_what_finished(tmp_path, monkeypatch):
+    calls = []
+
+    def flaky(version, runs, duration, stop=None):
+        calls.append(len(runs))
+        if len(calls) > 2:
+            raise RuntimeError("worker lost its disk")
+        return run_batch(version, runs, duration, stop)
+    monkeypatch.setattr(_sweep, "run_batch", flaky)
+    out = tmp_path / "sweep.jsonl"
+    with ThreadPoolExecutor(1) as one, pytest.raises(_sweep.SweepFailed) as e:
+        kvmsim.sweep(ANCHOR, GRID, seeds=2, duration=0.1, client=one, out=out)
+    assert str(e.value) == ("a sweep task failed: RuntimeError: worker lost its disk; the 2 "
+                            f"runs done are in {out}: run again to resume")
+    assert len(lines(out)) == 2
+
+
+def test_a_worker_with_another_kvmsim_refuses_the_task():
+    with pytest.raises(RuntimeError, match="the sweep was planned with kvmsim 0.0.0-other"):
+        run_batch("0.0.0-other", [], 1.0)
+
+
 # --- the command ------------------------------------------------------------------------------
 def test_cli_bad_grid_exits_2_with_every_problem(capsys):
     code = main(["sweep", "--grid", "workload=anchor", "--grid", "order=linux-6.6,nope",
@@ -287,6 +310,12 @@ def test_cli_prints_the_summary_and_plots(tmp_path, capsys):
         assert float(cells[3]) == pytest.approx(r["canceled_vmenters.mean"], rel=1e-6)
         half = r["canceled_vmenters.mean"] - r["canceled_vmenters.low"]
         assert float(cells[4]) == pytest.approx(half, rel=1e-2)
+
+
+def test_cli_scheduler_that_cannot_be_reached_exits_2(capsys):
+    assert main(["sweep", "--duration", "0.01", "--scheduler", "no-port"]) == 2
+    assert capsys.readouterr().err == ("kvmsim sweep: error: --scheduler: cannot connect to "
+                                       "no-port: missing port number in address 'no-port'\n")
 
 
 def test_cli_heatmap_needs_two_varying_paths(capsys):
