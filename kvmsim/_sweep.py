@@ -194,7 +194,7 @@ def plan(base, grid: dict | None = None, seeds: int = 1, duration: float | None 
     duration = base_duration if duration is None else duration
     duration = 10.0 if duration is None else duration
     try:
-        Scenario(config=cfg, duration=duration)
+        duration = Scenario(config=cfg, duration=duration).duration   # checked, a float
     except ConfigError as e:
         problems += e.problems
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:

@@ -344,7 +344,7 @@ def test_cli_progress_bar_over_points_on_a_terminal(tmp_path):
     reader.join(timeout=10)
     os.close(master)
     assert child.returncode == 0
-    assert b"3/3" in err and b"point" in err and b"%|" in err   # tqdm drew the bar
+    assert b"0/3 [" in err and b"point" in err and b"%|" in err  # tqdm drew the bar
     assert len(out.splitlines()) == 5                            # the table is unaffected
 
 
