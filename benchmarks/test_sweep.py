@@ -6,6 +6,7 @@ the cluster's table equals the local one, never a timing.
 """
 
 import logging
+import os
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
@@ -41,6 +42,9 @@ def timed(fn):
 
 
 def test_two_workers_over_one_thread(benchmark, client):
+    # Two cores shared with whatever else runs: the load before and after says how much of
+    # the second core the sweep could have had; two local threads are the control.
+    load = os.getloadavg()[0]
     with ThreadPoolExecutor(1) as one:
         alone, expected = timed(lambda: kvmsim.sweep(BASE, GRID, SEEDS, DURATION, client=one))
     threads, local = timed(lambda: kvmsim.sweep(BASE, GRID, SEEDS, DURATION))
@@ -53,7 +57,8 @@ def test_two_workers_over_one_thread(benchmark, client):
         benchmark.extra_info.update({
             "one_thread_s": alone, "two_local_threads_s": threads, "two_workers_s": cluster,
             "speedup_two_workers_over_one_thread": alone / cluster,
-            "speedup_two_threads_over_one_thread": alone / threads})
+            "speedup_two_threads_over_one_thread": alone / threads,
+            "load_average_before": load, "load_average_after": os.getloadavg()[0]})
 
 
 def per_task(executor, capacity: int) -> float:
