@@ -147,7 +147,7 @@ def print_summary(table, counters: list[str], duration: float, out) -> None:
             mean, low = r[f"{c}.mean"], r[f"{c}.low"]
             row += [_fmt(mean, 7), _fmt(mean - low, 3)]
         rows.append(row)
-    width = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    width = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(head)]
     left = len(table.grid_columns)
 
     def line(cells):

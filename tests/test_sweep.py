@@ -2,6 +2,7 @@
 resumes from, and a real dask LocalCluster (2 worker processes), one of them SIGKILLed."""
 
 import fcntl
+import io
 import json
 import logging
 import os
@@ -318,6 +319,18 @@ def test_cli_scheduler_that_cannot_be_reached_exits_2(capsys):
                                        "no-port: missing port number in address 'no-port'\n")
 
 
+def test_summary_printed_with_no_point_complete():
+    from kvmsim._sweep_cli import print_summary
+    from kvmsim._sweep_table import SweepTable
+    p = _sweep.plan(ANCHOR, {"workload.vcpus": [1, 2]}, seeds=2)
+    out = io.StringIO()
+    print_summary(SweepTable.build(p, {p.runs[0].key: {"canceled_vmenters": 5}}),
+                  ["canceled_vmenters"], p.duration, out)
+    assert out.getvalue().splitlines() == [
+        "# 0 points x 2 seeds, 10 simulated s each; mean and 95% interval over seeds "
+        "(1 incomplete not shown)", "workload.vcpus  n  canceled_vmenters  +-95%"]
+
+
 def test_cli_heatmap_needs_two_varying_paths(capsys):
     assert main(["sweep", "--grid", "order=linux-6.6,linux-6.7", "--grid", "workload=anchor",
                  "--plot", "x.png", "--heatmap"]) == 2
@@ -498,3 +511,23 @@ def test_cluster_workers_must_run_this_kvmsim(client):
     problems = dict(e.value.problems)
     assert sorted(problems) == sorted([*(f"worker {a}" for a in client.nthreads()), "client"])
     assert all(m == "has kvmsim '0.0.0-other'" for p, m in problems.items() if p != "client")
+
+
+@pytest.mark.timeout(300)
+def test_cli_on_the_cluster_interrupted_then_resumed(client, tmp_path, reference):
+    out = tmp_path / "sweep.jsonl"
+    args = [sys.executable, "-m", "kvmsim", *CLI_SWEEP, "--out", str(out),
+            "--scheduler", client.scheduler.address]
+    proc = subprocess.Popen(args, cwd=tmp_path, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    wait_for_rows(out, proc)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    kept = lines(out)
+    assert 0 < len(kept) < 48 and f"interrupted after {len(kept)} of 48 runs" in stderr
+    again = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert f"{len(kept)} of 48 runs already in {out}" in again.stderr
+    assert lines(out)[:len(kept)] == kept
+    check_file(out, reference)
