@@ -326,11 +326,11 @@ def _file_row(plan: Plan, run: Run, totals: dict) -> dict:
             **{c: int(totals.get(c, 0)) for c in plan.counters}}
 
 
-def load(plan: Plan, store) -> dict:
-    """key -> row of the runs of this plan that the store already holds (rows of other
-    sweeps, or of another kvmsim version, are left alone)."""
+def done_runs(plan: Plan, rows: list[dict]) -> dict:
+    """key -> row of the runs of this plan among rows a store holds (rows of other sweeps,
+    or of another kvmsim version, are left alone)."""
     keys = {r.key for r in plan.runs}
-    return {row["key"]: row for row in (store.load() if store else []) if row["key"] in keys}
+    return {row["key"]: row for row in rows if row["key"] in keys}
 
 
 def _progress(plan: Plan, done: dict, enabled: bool):
@@ -406,12 +406,13 @@ def sweep(base, grid: dict | None = None, seeds: int = 1, duration: float | None
         p = plan(base, grid, seeds, duration)
     except ConfigError as e:
         problems += e.problems
-    store = None
+    store, rows = None, []
     if out is not None:
         try:
             store = open_store(os.fspath(out))
+            rows = store.load()
         except ConfigError as e:
             problems += e.problems
     if problems:
         raise ConfigError(problems)
-    return execute(p, load(p, store), store, client, progress)
+    return execute(p, done_runs(p, rows), store, client, progress)

@@ -181,15 +181,16 @@ def cmd_sweep(args, out) -> int:
                          for p, m in e.problems]
     counters = _counters(args, scn, plan, problems)
     _plot_checks(args, plan, problems)
-    store = None
+    store, rows = None, []
     if args.out:
         try:
             store = open_store(args.out)
+            rows = store.load()
         except ConfigError as e:
             problems += [("--out", m) for _, m in e.problems]
     if problems:
         raise ConfigError(problems)
-    done = S.load(plan, store)
+    done = S.done_runs(plan, rows)
     if done:
         print(f"kvmsim sweep: {len(done)} of {len(plan.runs)} runs already in {args.out}; "
               f"running the other {len(plan.runs) - len(done)}", file=sys.stderr)

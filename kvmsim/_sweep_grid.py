@@ -130,8 +130,15 @@ def walk(root: type[BaseModel], data: dict, parts: tuple[Part, ...], expand):
         if isinstance(node, dict) and part not in node:
             raise PathError(f"{show(parts[:i + 1])} is not set in the base config, so it "
                             f"has no field {parts[i + 1]!r}")
-        if isinstance(node[part], str) and model_of(child_ann, None) is not None:
+        model = model_of(child_ann, None)
+        if isinstance(node[part], str) and model is not None:
             node[part] = expand(parts[:i + 1])
+        elif node[part] is None and model is not None:
+            try:                            # an optional model left out: its defaults
+                node[part] = model().model_dump()
+            except ValueError as e:
+                raise PathError(f"{show(parts[:i + 1])} is not set in the base config and "
+                                f"has no default to set a field in: {e}") from None
         node, ann = node[part], child_ann
     raise PathError("an empty path names no field")
 
@@ -168,7 +175,8 @@ def parse_text(text: str, ann):
         elif origin is list:
             return [parse_text(text, _container(m, list))]
         elif origin is dict:
-            errors.append("not a table on the command line: set its keys, PATH.KEY=VALUE")
+            raise ValueError(f"{text!r}: a table cannot be given on the command line; set "
+                             "its keys, PATH.KEY=VALUE")
     raise ValueError(f"{text!r} is not {' or '.join(dict.fromkeys(errors)) or 'a value'}")
 
 

@@ -16,9 +16,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from typing import Literal
+
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import BaseModel
 
 import kvmsim
 from kvmsim import ConfigError, _sweep, _sweep_grid
@@ -59,6 +62,26 @@ def test_a_preset_workload_is_expanded_before_a_deeper_field_is_set():
     # The preset is itself a grid value here: each point expands its own.
     p = _sweep.plan(ANCHOR, {"workload": ["anchor", "spec2017-vtune"], "workload.vcpus": [3]})
     assert [(len(c.workload.sources), c.workload.vcpus) for c in configs(p)] == [(2, 3), (4, 3)]
+
+
+def test_paths_reach_fields_a_model_gains_later():
+    # A stand-in for the `host` sub-model another issue adds: walked by its annotations.
+    class Host(BaseModel):
+        apicv: bool = True
+        lapic_timer: Literal["tsc-deadline", "oneshot"] = "tsc-deadline"
+
+    class Root(BaseModel):
+        host: Host | None = None
+        hosts: list[Host] = []
+
+    data = Root().model_dump()
+    node, key, ann = _sweep_grid.walk(Root, data, _sweep_grid.parse_path("host.apicv"), None)
+    node[key] = _sweep_grid.parse_text("false", ann)
+    assert Root(**data).host == Host(apicv=False)         # the optional model's defaults
+    with pytest.raises(_sweep_grid.PathError, match="allowed: apicv, lapic_timer"):
+        _sweep_grid.walk(Root, data, _sweep_grid.parse_path("host.apic"), None)
+    with pytest.raises(_sweep_grid.PathError, match="hosts is empty: nothing to index"):
+        _sweep_grid.walk(Root, data, _sweep_grid.parse_path("hosts[0].apicv"), None)
 
 
 def test_bad_paths_and_values_are_reported_together_before_anything_runs():
