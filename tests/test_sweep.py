@@ -336,6 +336,26 @@ def test_cli_prints_the_summary_and_plots(tmp_path, capsys):
         assert float(cells[4]) == pytest.approx(half, rel=1e-2)
 
 
+@pytest.mark.parametrize("missing, args, message", [
+    ("pandas", [], "sweep: needs pandas and dask: pip install 'kvmsim[dask]'"),
+    ("distributed", ["--scheduler", "tcp://127.0.0.1:8786"],
+     "--scheduler: needs dask: pip install 'kvmsim[dask]'")])
+def test_cli_without_the_dask_extra(tmp_path, missing, args, message):
+    code = (f"import sys; sys.modules[{missing!r}] = None; from kvmsim.cli import main; "
+            f"sys.exit(main(['sweep', '--duration', '0.01', *{args!r}]))")
+    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=60)
+    assert (p.returncode, p.stderr) == (2, f"kvmsim sweep: error: {message}\n")
+    code = f"import sys; sys.modules[{missing!r}] = None; import kvmsim; kvmsim.sweep(" \
+           "kvmsim.Config(), duration=0.01)"
+    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=60)
+    if missing == "pandas":
+        assert "ImportError: kvmsim.sweep() needs pandas: pip install 'kvmsim[dask]'" in p.stderr
+    else:                                   # local threads need no dask
+        assert p.returncode == 0, p.stderr
+
+
 def test_cli_scheduler_that_cannot_be_reached_exits_2(capsys):
     assert main(["sweep", "--duration", "0.01", "--scheduler", "no-port"]) == 2
     assert capsys.readouterr().err == ("kvmsim sweep: error: --scheduler: cannot connect to "
