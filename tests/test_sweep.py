@@ -526,7 +526,9 @@ def test_cluster_worker_sigkilled_mid_sweep_loses_and_duplicates_nothing(client,
     while not (out.exists() and out.read_text().count("\n")) and time.monotonic() < end:
         time.sleep(0.01)
     pids = client.run(os.getpid)
-    victim = pids[sorted(pids)[0]]
+    busy = [w for w, tasks in client.processing().items() if tasks]
+    assert busy, "a worker has tasks in flight"
+    victim = pids[busy[0]]
     os.kill(victim, signal.SIGKILL)
     at_kill = out.read_text().count("\n")
     thread.join(timeout=240)
