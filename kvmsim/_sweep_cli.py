@@ -11,6 +11,7 @@ from kvmsim import Config, ConfigError, Scenario, catalogue
 
 from . import _sweep as S
 from . import _sweep_grid as G
+from . import _sweep_plan as P
 from ._sweep_store import open_store
 
 EPILOG = """grid values (--grid PATH=V1,V2,...; repeat --grid for more paths):
@@ -89,7 +90,7 @@ def _counters(args, scn, plan, problems) -> list[str]:
     if plan:
         known = set(plan.counters)
     else:
-        base = S.counter_names(scn.config) if scn else []
+        base = P.counter_names(scn.config) if scn else []
         kinds = {n.rpartition(".")[0] for n in base if n.rpartition(".")[2] in catalogue.BY_NAME}
         known = {*base, *(f"{k}.{r}" for k in kinds for r in catalogue.BY_NAME)}
     unknown = [n for n in names if n not in known]
@@ -175,7 +176,7 @@ def cmd_sweep(args, out) -> int:
     plan = None
     if scn is not None:
         try:
-            plan = S.plan(scn, grid, args.seeds, args.duration)
+            plan = P.plan(scn, grid, args.seeds, args.duration)
         except ConfigError as e:
             problems += [({"seeds": "--seeds", "duration": "--duration"}.get(p, p), m)
                          for p, m in e.problems]

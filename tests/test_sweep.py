@@ -24,7 +24,7 @@ import pytest
 from pydantic import BaseModel
 
 import kvmsim
-from kvmsim import ConfigError, _sweep, _sweep_grid
+from kvmsim import ConfigError, _sweep, _sweep_grid, _sweep_plan
 from kvmsim._sweep_run import run_batch
 from kvmsim._sweep_stats import mean_interval, t_quantile
 from kvmsim.cli import main
@@ -43,7 +43,7 @@ def test_any_field_path_of_the_models_is_swept():
             "costs.state_load": [90, 300], "costs.handlers.PMU": [800],
             "workload.guest_exit_rate": [5e4], "order": [["PMU", "PMI", "NMI", "TLB_FLUSH",
                                                           "EVENT"]]}
-    p = _sweep.plan(ANCHOR, grid, seeds=1, duration=0.01)
+    p = _sweep_plan.plan(ANCHOR, grid, seeds=1, duration=0.01)
     assert len(p.runs) == 8
     got = [(c.vendor, c.workload.sources[0].rate, c.costs.state_load, c.costs.handlers["PMU"],
             c.workload.guest_exit_rate, c.order) for c in configs(p)]
@@ -55,12 +55,12 @@ def test_any_field_path_of_the_models_is_swept():
 
 
 def test_a_preset_workload_is_expanded_before_a_deeper_field_is_set():
-    p = _sweep.plan(kvmsim.Config(workload="spec2017-vtune"), {"workload.vcpus": [2, 64]})
+    p = _sweep_plan.plan(kvmsim.Config(workload="spec2017-vtune"), {"workload.vcpus": [2, 64]})
     preset = kvmsim.Config(workload="spec2017-vtune").workload
     assert [c.workload for c in configs(p)] == [
         preset.model_copy(update={"vcpus": n}) for n in (2, 64)]
     # The preset is itself a grid value here: each point expands its own.
-    p = _sweep.plan(ANCHOR, {"workload": ["anchor", "spec2017-vtune"], "workload.vcpus": [3]})
+    p = _sweep_plan.plan(ANCHOR, {"workload": ["anchor", "spec2017-vtune"], "workload.vcpus": [3]})
     assert [(len(c.workload.sources), c.workload.vcpus) for c in configs(p)] == [(2, 3), (4, 3)]
 
 
@@ -108,11 +108,11 @@ def test_bad_paths_and_values_are_reported_together_before_anything_runs():
 
 def test_points_that_collide_or_repeat_are_refused():
     with pytest.raises(ConfigError) as e:
-        _sweep.plan(ANCHOR, {"vendor": ["amd", "intel", "amd"]})
+        _sweep_plan.plan(ANCHOR, {"vendor": ["amd", "intel", "amd"]})
     assert e.value.problems == [("vendor", 'value "amd" given twice: every point runs once')]
     # Two spellings of one config would be one run twice.
     with pytest.raises(ConfigError) as e:
-        _sweep.plan(ANCHOR, {"workload": ["anchor", kvmsim.Config(workload="anchor").workload]})
+        _sweep_plan.plan(ANCHOR, {"workload": ["anchor", kvmsim.Config(workload="anchor").workload]})
     assert "give the same configuration" in e.value.problems[0][1]
 
 
@@ -365,7 +365,7 @@ def test_cli_scheduler_that_cannot_be_reached_exits_2(capsys):
 def test_summary_printed_with_no_point_complete():
     from kvmsim._sweep_cli import print_summary
     from kvmsim._sweep_table import SweepTable
-    p = _sweep.plan(ANCHOR, {"workload.vcpus": [1, 2]}, seeds=2)
+    p = _sweep_plan.plan(ANCHOR, {"workload.vcpus": [1, 2]}, seeds=2)
     out = io.StringIO()
     print_summary(SweepTable.build(p, {p.runs[0].key: {"canceled_vmenters": 5}}),
                   ["canceled_vmenters"], p.duration, out)
