@@ -8,11 +8,13 @@ from ._errors import ConfigError
 from ._result import Counts, Result
 from ._scenario import Scenario
 from ._simulation import Intervals, Simulation, simulate
+from ._sweep import sweep
+from ._version import __version__
 from ._workload import Periodic, Poisson, Trace, Workload
 
-__version__ = "0.2.0"
 __all__ = ["Config", "ConfigError", "Costs", "Counts", "Intervals", "Periodic", "Poisson",
-           "Result", "Scenario", "Simulation", "Trace", "Workload", "get_include", "simulate"]
+           "Result", "Scenario", "Simulation", "Trace", "Workload", "get_include", "simulate",
+           "sweep"]
 
 
 def get_include() -> str:

@@ -14,11 +14,7 @@ from ._validated import Validated
 
 
 class _CostsBase(Validated):
-    handlers: dict[str, int] = Field(
-        default_factory=dict, validate_default=True,
-        description=f"per-request handler costs, merged over {_spec.DEFAULT_HANDLER_NS}")
-
-    @field_validator("handlers")
+    @field_validator("handlers", check_fields=False)
     @classmethod
     def _known_handlers(cls, v: dict[str, int]) -> dict[str, int]:
         bad = [k for k in v if k not in catalogue.BY_NAME or k == "EVENT"]
@@ -44,4 +40,7 @@ Costs = create_model(
     __doc__="Simulated host time per phase of the run loop, integer ns "
             "(2.0 GHz: 1 ns = 2 cycles).",
     **{c.name: (int, Field(c.default_ns, ge=0, le=MAX_COST_NS, description=c.doc))
-       for c in _spec.COSTS})
+       for c in _spec.COSTS},
+    handlers=(dict[str, int], Field(
+        default_factory=dict, validate_default=True,
+        description=f"per-request handler costs, merged over {_spec.DEFAULT_HANDLER_NS}")))

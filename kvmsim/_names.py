@@ -38,6 +38,13 @@ def counter(name: str) -> str:
                    f"{'/'.join(_spec.BIT_GROUPS)}.<REQUEST> (`kvmsim stat --list-events`)")
 
 
+def for_order(check_order) -> tuple[str, ...]:
+    """Every counter of a run with this check order: events, ns.<phase>, and per request of
+    the order requests.<NAME>, cancels.async.<NAME>, cancels.backedge.<NAME>."""
+    per_request = tuple(f"{g}.{n}" for g in _spec.BIT_GROUPS for n in check_order)
+    return tuple(c.name for c in _spec.COUNTERS) + per_request
+
+
 def perf_name(counter_name: str) -> str:
     """How perf-style output prints a counter."""
     c = _COUNTERS.get(counter_name)

@@ -71,8 +71,7 @@ class Result:
     def names(self) -> tuple[str, ...]:
         """Counter names: events, ns.<phase>, and per request of the order
         requests.<NAME>, cancels.async.<NAME>, cancels.backedge.<NAME>."""
-        per_request = tuple(f"{g}.{n}" for g in _spec.BIT_GROUPS for n in self.config.check_order)
-        return tuple(c.name for c in _spec.COUNTERS) + per_request
+        return _names.for_order(self.config.check_order)
 
     def column(self, name: str) -> int:
         """Where a counter (any of its names) sits in `counts`; KeyError if not kept."""

@@ -8,9 +8,9 @@ import sys
 
 from .. import __version__
 from .._errors import ConfigError
-from . import analysis, compare, host, orders, stat, trace
+from . import analysis, compare, host, orders, stat, sweep, trace
 
-COMMANDS = (stat, compare, trace, orders, analysis, host)
+COMMANDS = (stat, compare, trace, orders, analysis, sweep, host)
 
 
 class _Parser(argparse.ArgumentParser):
