@@ -235,9 +235,20 @@ cdef void apply_guest(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c) noe
         v.ext_pmi = 0
         v.ext_pmi_at = NEVER
 
+cdef inline int64_t handler_end(int64_t t, int64_t when, bint end_exits,
+                                bint *exits) noexcept nogil:
+    # A guest handler ending at `when`: the next event if it comes first (whether it exits
+    # is end_exits); on a tie the guest exits if either event makes it.
+    if when < t:
+        exits[0] = end_exits
+        return when
+    if when == t:
+        exits[0] = exits[0] or end_exits
+    return t
+
 cdef inline int64_t next_guest_event(const ks_vcpu *v, const ks_params *p,
                                      bint *exits) noexcept nogil:
-    cdef int64_t t = v.guest_exit_at, when
+    cdef int64_t t = v.guest_exit_at
     cdef int i
     for i in range(v.n_guest):
         if v.guest[i].next_t < t:
@@ -249,19 +260,9 @@ cdef inline int64_t next_guest_event(const ks_vcpu *v, const ks_params *p,
         t = v.entry_t
     exits[0] = 1
     if v.nmi_blocked:
-        when = v.nmi_end
-        if when < t:
-            t = when
-            exits[0] = nmi_end_exits(v, p)
-        elif when == t:
-            exits[0] = exits[0] or nmi_end_exits(v, p)
+        t = handler_end(t, v.nmi_end, nmi_end_exits(v, p), exits)
     if v.irq_blocked:
-        when = v.irq_end
-        if when < t:
-            t = when
-            exits[0] = irq_end_exits(v, p)
-        elif when == t:
-            exits[0] = exits[0] or irq_end_exits(v, p)
+        t = handler_end(t, v.irq_end, irq_end_exits(v, p), exits)
     return t if t > v.entry_t else v.entry_t
 
 

@@ -225,17 +225,7 @@ class _File:
                 while j < n and m[j] in " \t":
                     j += 1
                 if j < n and m[j] == "#":
-                    # the directive line, with backslash continuations
-                    k = j
-                    while True:
-                        e = m.find("\n", k)
-                        if e < 0:
-                            e = n
-                            break
-                        if e > 0 and m[e - 1] == "\\":
-                            k = e + 1
-                            continue
-                        break
+                    e = _directive_end(m, j, n)
                     line = m[j:e].replace("\\\n", " ")
                     depth = self._directive(line, frames, depth)
                     self._cond_pos.append(e)
@@ -303,6 +293,19 @@ class _File:
         self.functions.setdefault(name, []).append((hstart + mm.start(1), brace, close))
 
 
+def _directive_end(m: str, j: int, end: int) -> int:
+    """Where the preprocessor directive starting at j ends: its newline, past backslash
+    continuations, or `end`."""
+    e = j
+    while True:
+        e = m.find("\n", e)
+        if e < 0 or e >= end:
+            return end
+        if m[e - 1] != "\\":
+            return e
+        e += 1
+
+
 def _wrap(expr: str) -> str:
     if re.fullmatch(r"!?[A-Za-z_]\w*(\s*\([^()]*\))?", expr):
         return expr
@@ -357,13 +360,7 @@ def _match_brace(m: str, open_pos: int, end: int) -> int:
             while j < end and m[j] in " \t":
                 j += 1
             if j < end and m[j] == "#":
-                e = j
-                while True:
-                    e = m.find("\n", e)
-                    if e < 0 or m[e - 1] != "\\":
-                        break
-                    e += 1
-                e = end if e < 0 else e
+                e = _directive_end(m, j, end)
                 mm = _DIRECTIVE.match(m[j:e])
                 word = mm.group(1) if mm else ""
                 if word in ("if", "ifdef", "ifndef"):
