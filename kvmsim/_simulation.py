@@ -122,7 +122,6 @@ class Simulation:
         if until_ns <= self.now_ns:
             raise ConfigError([("until", f"{until!r} s is not at least 1 ns after now = "
                                          f"{self.now!r} s")])
-        self._reserve(until_ns)
         with self._lock:
             if self._runner is not None:
                 raise RuntimeError("this Simulation is already running in another thread")
@@ -130,6 +129,7 @@ class Simulation:
         stop_event = threading.Event()
         restore = _catch_sigint(stop_event)
         try:
+            self._reserve(until_ns)
             while self.now_ns < until_ns:
                 stop = self._slice(until_ns, stop_event, on_intervals)
                 if stop == Stop.INTERRUPTED or stop_event.is_set():

@@ -146,20 +146,16 @@ def test_simulated_time_must_advance_by_whole_nanoseconds(engine):
 def test_two_threads_cannot_run_one_simulation():
     cfg = Config(workload="spec2017-vtune")
     sim = kvmsim.Simulation(cfg, interval=1.0)
-    errors = []
-
-    def runner(until):
-        try:
-            sim.run(until=until)
-        except RuntimeError as e:
-            errors.append(str(e))
-    threads = [threading.Thread(target=runner, args=(u,)) for u in (20.0, 20.0)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == ["this Simulation is already running in another thread"]
-    assert sim.now == 20.0
+    running = threading.Event()
+    first = threading.Thread(target=sim.run, args=(60.0,),
+                             kwargs={"on_slice": lambda now: running.set()})
+    first.start()
+    assert running.wait(timeout=60)
+    with pytest.raises(RuntimeError, match="already running in another thread"):
+        sim.run(until=120.0)
+    first.join()
+    assert sim.now == 60.0
+    sim.run(until=61.0)                       # once it is done, runs go on
 
 
 def test_requests_posted_from_another_thread_during_a_run_are_never_lost(engine):
