@@ -147,15 +147,15 @@ def test_two_threads_cannot_run_one_simulation():
     cfg = Config(workload="spec2017-vtune")
     sim = kvmsim.Simulation(cfg, interval=1.0)
     running = threading.Event()
-    first = threading.Thread(target=sim.run, args=(60.0,),
+    first = threading.Thread(target=sim.run, args=(600.0,),
                              kwargs={"on_slice": lambda now: running.set()})
     first.start()
     assert running.wait(timeout=60)
     with pytest.raises(RuntimeError, match="already running in another thread"):
-        sim.run(until=120.0)
+        sim.run(until=1200.0)
     first.join()
-    assert sim.now == 60.0
-    sim.run(until=61.0)                       # once it is done, runs go on
+    assert sim.now == 600.0
+    sim.run(until=601.0)                       # once it is done, runs go on
 
 
 def test_requests_posted_from_another_thread_during_a_run_are_never_lost(engine):
