@@ -21,9 +21,8 @@ block. Later uses (the EVENT re-raise after an immediate exit, the fast-path loo
 VM-exit path) are not part of the order.
 
 Each check keeps the `#ifdef`/`#if`/`#else` condition that encloses it, and whether its name
-is in kvmsim.catalogue (`known`); unknown names (older kernels' MMU_RELOAD, VM_BUGGED,
-GET_VMCS12_PAGES, LOAD_CR3, or vendor additions) are kept and flagged so the caller can report
-them.
+is in kvmsim.catalogue (`known`); unknown names (v5.4's GET_VMCS12_PAGES and LOAD_CR3, or
+vendor additions) are kept and flagged so the caller can report them.
 
 Known limits: a request passed through a variable or built by a macro is not seen; a helper
 reached only through a function pointer or static_call is not followed; function-like macros
@@ -51,10 +50,10 @@ EXTERNAL_HELPERS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 # Names older kernels used for requests the catalogue knows under a later name (seen in the
-# v5.4 and v5.15 sources). Only a hint for the caller (Check.renamed_to); such checks stay
-# `known=False`. MMU_RELOAD (removed later, no successor) has no entry.
+# v5.4 source). Only a hint for the caller (Check.renamed_to); such checks stay
+# `known=False`. The names of v5.10 and later are in the catalogue (kvmsim.profiles), but
+# v5.10's HV_TLB_FLUSH (bit 35) is today's TLB_FLUSH_GUEST, not bit 40 (docs/profiles.md).
 RENAMED: dict[str, str] = {
-    "VM_BUGGED": "VM_DEAD",
     "GET_VMCS12_PAGES": "GET_NESTED_STATE_PAGES",
     "LOAD_CR3": "LOAD_MMU_PGD",
 }

@@ -1,7 +1,7 @@
 """The KVM_REQ_* catalogue: names, bit numbers, and what each handler does in the model.
 
 Bit numbers are the absolute bits of `vcpu->requests` (include/linux/kvm_host.h: generic bits
-0-3; arch bits are KVM_ARCH_REQ(nr) = nr + KVM_REQUEST_ARCH_BASE (8), from
+0-7; arch bits are KVM_ARCH_REQ(nr) = nr + KVM_REQUEST_ARCH_BASE (8), from
 arch/x86/include/asm/kvm_host.h). See docs/model.md for the citations.
 """
 
@@ -68,10 +68,20 @@ CATALOGUE: tuple[Request, ...] = (
     Request("UPDATE_CPU_DIRTY_LOGGING", _arch(30), "kvm_x86_ops.update_cpu_dirty_logging"),
     Request("MMU_FREE_OBSOLETE_ROOTS", _arch(31), "kvm_mmu_free_obsolete_roots"),
     Request("HV_TLB_FLUSH", _arch(32), "kvm_hv_vcpu_flush_tlb"),
+    # 7.2 and later (absent in v6.14 and in the v6.19-era tree of the linux-6.19 preset)
+    Request("VMSA_PAGE_RELOAD", _arch(33), "kvm_x86_ops.reload_vmsa"),
     Request("UPDATE_PROTECTED_GUEST_STATE", _arch(34), "kvm_vcpu_reset", leaves=True),
+    # Names of older releases (kvmsim.profiles). A bit may have two names: BY_BIT keeps the
+    # first, today's, and graph.NOOP_NAMES leaves the old one out.
+    # v5.10, v5.15 (gone by v6.1, where VM_DEAD has bit 1)
+    Request("MMU_RELOAD", 1, "kvm_mmu_unload"),
+    # v5.15 (and 5.10.y, which defines it but does not check it); VM_DEAD from v6.1
+    Request("VM_BUGGED", 4, "vcpu_enter_guest (r = -EIO)", leaves=True),
 )
 
 # Bits that exist but that vcpu_enter_guest() never consumes: (bit, what one does while set).
+# Older releases had two more, not listed because no profile needs them: PENDING_TIMER (bit
+# 2, v5.10; UNBLOCK's old name) and UNHALT (bit 3, up to v6.0; docs/profiles.md).
 NOT_CHECKED = {
     "UNBLOCK": (2, "cancels one VM-Enter each time it is set, then vcpu_run() clears it"),
     "MCLOCK_INPROGRESS": (_arch(14), "cancels every VM-Enter until kvm_update_masterclock() "
@@ -83,7 +93,9 @@ for _r in CATALOGUE:
     BY_NAME[_r.name] = _r
     for _a in _r.aliases:
         BY_NAME[_a] = _r
-BY_BIT: dict[int, Request] = {r.bit: r for r in CATALOGUE}
+BY_BIT: dict[int, Request] = {}
+for _r in CATALOGUE:
+    BY_BIT.setdefault(_r.bit, _r)
 
 
 def bit_of(name: str) -> int:

@@ -2,9 +2,10 @@
 /*
  * kvmsim test data: a small C file written for kvmsim's tests, NOT kernel source.
  *
- * It imitates the *shape* of arch/x86/kvm/x86.c in v5.10 (read from
- * openharmony/kernel_linux_5.10 @ 001420d125b99fe567a9622162e16fbae78c39d9, a
- * vanilla 5.10 x86.c): no VM_DEAD, no dirty-ring request, GET_NESTED_STATE_PAGES
+ * It imitates the *shape* of arch/x86/kvm/x86.c in 5.10.y (read from
+ * openharmony/kernel_linux_5.10 @ 001420d125b99fe567a9622162e16fbae78c39d9, a 5.10
+ * stable-based tree; v5.10 itself checks KVM_REQ_HV_TLB_FLUSH where this has
+ * TLB_FLUSH_GUEST): no VM_DEAD, no dirty-ring request, GET_NESTED_STATE_PAGES
  * first, KVM_REQ_MMU_RELOAD, the TLB_FLUSH_CURRENT and TLB_FLUSH_GUEST checks
  * written inline (no helper yet), right after a kvm_clear_request() of
  * TLB_FLUSH_CURRENT; TRIPLE_FAULT checked once; MSR_FILTER_CHANGED last, no
