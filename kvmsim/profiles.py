@@ -219,7 +219,7 @@ _LIST: tuple[Profile, ...] = (
         "v5.10 (5.10.0; a tree with the PREEMPT_RT patch, which does not touch this path); "
         "x86.c vcpu_enter_guest 8749-9046",
         _V5_10,
-        "x86.c 8791 checks KVM_REQ_HV_TLB_FLUSH, x86 bit 35, handled by "
+        "x86.c 8791 checks KVM_REQ_HV_TLB_FLUSH (KVM_ARCH_REQ(27), bit 35), handled by "
         "kvm_vcpu_flush_tlb_guest: today's TLB_FLUSH_GUEST (same bit, renamed between v5.11 "
         "and v5.15, UNVERIFIED which), listed under that name; kvmsim's HV_TLB_FLUSH (bit 40) "
         "is the later Hyper-V flush. MMU_RELOAD (kvm_mmu_unload) has bit 1, today's "
