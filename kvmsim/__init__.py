@@ -2,7 +2,8 @@
 
 import os
 
-from ._config import Config
+from . import profiles
+from ._config import Config, Host
 from ._costs import Costs
 from ._errors import ConfigError
 from ._result import Counts, Result
@@ -12,9 +13,9 @@ from ._sweep import sweep
 from ._version import __version__
 from ._workload import Periodic, Poisson, Trace, Workload
 
-__all__ = ["Config", "ConfigError", "Costs", "Counts", "Intervals", "Periodic", "Poisson",
-           "Result", "Scenario", "Simulation", "Trace", "Workload", "get_include", "simulate",
-           "sweep"]
+__all__ = ["Config", "ConfigError", "Costs", "Counts", "Host", "Intervals", "Periodic", "Poisson",
+           "Result", "Scenario", "Simulation", "Trace", "Workload", "get_include", "profiles",
+           "simulate", "sweep"]
 
 
 def get_include() -> str:

@@ -63,6 +63,7 @@ ctypedef struct ks_source:
     int32_t kind          # SRC_*
     int32_t dist          # DIST_*
     int32_t bit
+    uint8_t posted        # a posted interrupt (APICv): no kick, no VM-exit
     double mean_ns
     int64_t period_ns
     const int64_t *times
@@ -83,7 +84,8 @@ ctypedef struct ks_vcpu:
     int64_t nmi_queued    # vcpu->arch.nmi_queued
     int64_t nmi_pending   # vcpu->arch.nmi_pending
     uint8_t nmi_injected  # vcpu->arch.nmi_injected
-    uint8_t irq_pending
+    uint8_t vnmi_pending  # V_NMI_PENDING (AMD vNMI)
+    uint8_t irq_pending   # the IRR (or PIR) bit of the device vector
     uint8_t irq_injected  # vcpu->arch.interrupt.injected
     uint8_t smi_pending   # vcpu->arch.smi_pending
     uint8_t entry_event   # ENTRY_*: VM-entry interruption info
@@ -94,21 +96,34 @@ ctypedef struct ks_vcpu:
     uint8_t lvtpc_masked
     uint8_t pmu_reprogram
     uint8_t emul_overflow
+    uint8_t pmi_status    # GLOBAL_STATUS has an overflow bit the guest will see
     uint8_t nmi_blocked
     uint8_t irq_blocked
+    uint8_t timer_pending # apic->lapic_timer.pending
+    uint8_t xfer          # xfer_to_guest_mode work: need_resched, a signal
+    uint8_t if_off        # the guest runs with IF = 0 until its STI;HLT
+    uint8_t hlt_due       # ... which runs at the next guest instant
+    uint8_t hlt_exit      # this VM-exit is a HLT's
+    uint8_t halted        # blocked in kvm_vcpu_block()
+    uint8_t exit_fast, exit_slow   # what the VM-exit being handled carries
     uint8_t in_host       # between a VM-exit (or KVM_RUN) and the VM-Enter that ends it
+    int32_t op_seq, op_next, op_n  # the perf NMI handler's accesses (PMI_HANDLER_OPS)
+    int64_t op_at
+    int64_t pmi_nmi_at    # a host PMI (NMI) in flight lands then
+    int64_t pmi_nmi_n     # ... for this many overflows
+    int64_t nmi_credit    # NMI IPIs a guest handler will claim
+    int64_t last_pmi_t    # the guest last handled a PMI then
+    int64_t halt_since
     int64_t pass_at       # when in_host: the time the next pass starts
     int64_t now           # simulated time this vCPU has been run to
     int64_t nmi_end, irq_end
-    int64_t entry_t, guest_since, guest_exit_at
-    int64_t ext_at        # Engine.inject: host-side injections due at this time
-    int64_t ext_nmi, ext_irq
-    int64_t ext_pmi_at    # Engine.inject: guest counter overflows due at this time
-    int64_t ext_pmi
+    int64_t entry_t, exit_t, guest_since, guest_exit_at
+    int64_t ext_nmi_at, ext_nmi, ext_irq_at, ext_irq   # Engine.inject: due then
     int64_t budget        # loop steps left before the next poll
     ks_source *host
     int32_t n_host
-    int64_t next_host     # min(host[i].next_t, ext_at)
+    int64_t next_kick     # the next host-side arrival that kicks the vCPU (cached)
+    int64_t next_posted   # the next posted interrupt (cached)
     ks_source *guest
     int32_t n_guest
     bitgen_t *exit_rng

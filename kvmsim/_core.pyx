@@ -24,21 +24,16 @@ from ._plan import bit_generator
 cdef extern from *:
     int ctz "__builtin_ctzll"(unsigned long long) noexcept nogil
 
-# Each function that reports to a trace hook is compiled twice: `tracing` picks, at compile
-# time, whether it calls the hook, so a run without one pays nothing for them.
-ctypedef struct traced:
-    char unused
-ctypedef struct untraced:
-    char unused
-ctypedef fused tracing:
-    traced
-    untraced
-
-
 # --- sources ------------------------------------------------------------------------------
 cdef inline int64_t after(int64_t t, double gap) noexcept nogil:
     # t + gap, where a gap of KS_MAX_GAP_NS or more means NEVER (and cannot overflow int64)
     return NEVER if gap >= KS_MAX_GAP_NS else t + <int64_t>gap
+
+cdef inline int64_t max64(int64_t a, int64_t b) noexcept nogil:
+    return a if a > b else b
+
+cdef inline int64_t min64(int64_t a, int64_t b) noexcept nogil:
+    return a if a < b else b
 
 cdef inline void source_step(ks_source *s) noexcept nogil:
     if s.dist == DIST_POISSON:
@@ -61,14 +56,21 @@ cdef inline int64_t source_advance(ks_source *s, int64_t t) noexcept nogil:
         k += 1
     return k
 
-cdef inline void update_next_host(ks_vcpu *v) noexcept nogil:
-    # The earliest host-side arrival, cached: the loop asks for it at every step.
-    cdef int64_t t = v.ext_at
+cdef inline void update_next(ks_vcpu *v, const ks_params *p) noexcept nogil:
+    # The next host-side arrivals, cached: the loop asks for them at every step.
+    cdef int64_t k = min64(min64(v.ext_nmi_at, v.pmi_nmi_at), NEVER if p.apicv else v.ext_irq_at)
+    cdef int64_t q = v.ext_irq_at if p.apicv else NEVER
     cdef int i
     for i in range(v.n_host):
-        if v.host[i].next_t < t:
-            t = v.host[i].next_t
-    v.next_host = t
+        if v.host[i].posted:
+            q = min64(q, v.host[i].next_t)
+        else:
+            k = min64(k, v.host[i].next_t)
+    v.next_kick = k
+    v.next_posted = q
+
+cdef inline int64_t next_host(const ks_vcpu *v) noexcept nogil:
+    return min64(v.next_kick, v.next_posted)
 
 
 # --- bookkeeping --------------------------------------------------------------------------
@@ -81,6 +83,22 @@ cdef inline int64_t *row(ks_vcpu *v, const ks_params *p, int64_t t) noexcept nog
         v.row = v.counts + (i - v.first) * C_COLUMNS
         v.row_end = (i + 1) * p.interval_ns
     return v.row
+
+cdef inline void add_span(ks_vcpu *v, const ks_params *p, int col, int64_t t0,
+                          int64_t t1) noexcept nogil:
+    # Time from t0 to t1 into column col, split at interval boundaries.
+    cdef int64_t end
+    cdef int64_t *c
+    while t0 < t1:
+        c = row(v, p, t0)
+        end = v.row_end if v.row_end < t1 else t1
+        c[col] += end - t0
+        t0 = end
+
+cdef inline void add_guest_time(ks_vcpu *v, const ks_params *p, int64_t t1) noexcept nogil:
+    add_span(v, p, C_NS_GUEST, v.guest_since, t1)
+    if t1 > v.guest_since:
+        v.guest_since = t1
 
 # The vCPU's own requests: its thread, or another with the engine's lock held between runs
 # (Engine.make_request), is the only writer during a run, so plain bit operations suffice;
@@ -105,17 +123,39 @@ cdef inline int64_t poll(ks_vcpu *v, int64_t t, int64_t until) noexcept nogil:
         v.ctx.stop = v.ctx.poll(v.ctx.poll_ctx)
     return t if v.ctx.stop != STOP_DONE else until
 
+cdef inline bint kick(ks_vcpu *v) noexcept nogil:
+    # kvm_vcpu_kick: kvm_vcpu_exiting_guest_mode() cmpxchg IN_GUEST -> EXITING
+    if v.mode == IN_GUEST_MODE:
+        v.mode = EXITING_GUEST_MODE
+        return 1
+    return 0
+
+
+# Each function that reports to a trace hook is compiled twice: `tracing` picks, at compile
+# time, whether it calls the hook, so a run without one pays nothing for them.
+ctypedef struct traced:
+    char unused
+ctypedef struct untraced:
+    char unused
+ctypedef fused tracing:
+    traced
+    untraced
+
 
 # --- arrivals from other CPUs -------------------------------------------------------------
-cdef inline void accept_irq(ks_vcpu *v, int64_t k, int64_t *c) noexcept nogil:
-    # kvm_lapic_set_irr + KVM_REQ_EVENT (vmx_deliver_interrupt without APICv)
+cdef inline void accept_irq(ks_vcpu *v, const ks_params *p, int64_t k,
+                            int64_t *c) noexcept nogil:
+    # kvm_lapic_set_irr + KVM_REQ_EVENT + kick (vmx_deliver_interrupt without APICv); with
+    # APICv or AVIC the vector is posted (PIR) and no request is made
     c[C_IRQS_RAISED] += k
     c[C_IRQS_COALESCED] += k - 1 + v.irq_pending
     v.irq_pending = 1
-    make_request(v, BIT_EVENT)
+    if not p.apicv:
+        make_request(v, BIT_EVENT)
+        kick(v)
 
-cdef inline void arrive(ks_vcpu *v, int kind, int bit, int64_t k, int64_t *c, int64_t t,
-                        tracing *tr) noexcept nogil:
+cdef inline void arrive(ks_vcpu *v, const ks_params *p, int kind, int bit, int64_t k,
+                        int64_t *c, int64_t t, tracing *tr) noexcept nogil:
     # k arrivals of one kind at once
     cdef int64_t j
     if k == 0:
@@ -123,164 +163,58 @@ cdef inline void arrive(ks_vcpu *v, int kind, int bit, int64_t k, int64_t *c, in
     if tracing is traced:
         for j in range(k):
             hook(v, t, T_MAKE_REQUEST, kind, bit if kind == SRC_REQUEST else -1)
-    if kind == SRC_NMI:                 # kvm_inject_nmi
+    if kind == SRC_NMI:                 # kvm_inject_nmi, from an NMI IPI
         v.nmi_queued += k
         c[C_NMIS_QUEUED] += k
+        v.nmi_credit += k               # the guest's handler for it claims it
         make_request(v, BIT_NMI)
+        kick(v)
     elif kind == SRC_IRQ:               # __apic_accept_irq, APIC_DM_FIXED
-        accept_irq(v, k, c)
-    else:                               # SRC_REQUEST
+        accept_irq(v, p, k, c)
+    elif kind == SRC_TIMER:             # apic_timer_expired(from_timer_fn = true)
+        v.timer_pending = 1
+        make_request(v, BIT_UNBLOCK)
+        kick(v)
+    elif kind == SRC_TASK_WORK:         # TIF_NEED_RESCHED / a signal, and its IPI
+        v.xfer = 1
+        kick(v)
+    else:                               # SRC_REQUEST: kvm_make_request + kick
         make_request(v, bit)
+        kick(v)
 
-cdef inline void apply_host(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c,
-                            tracing *tr) noexcept nogil:
-    # kvm_make_request for every host-side arrival at or before t; the kick only matters in
-    # guest mode (kvm_vcpu_kick), where the caller turns it into a VM-exit. Arrivals of one
-    # source are applied together, unless a trace hook wants each with its own time.
-    cdef int i, bit
+cdef inline void apply_source(ks_vcpu *v, const ks_params *p, ks_source *s, int64_t t,
+                              int64_t *c, tracing *tr) noexcept nogil:
+    cdef int bit
     cdef int64_t at
-    cdef ks_source *s
-    if v.next_host > t:
-        return
-    for i in range(v.n_host):
-        s = &v.host[i]
-        while s.next_t <= t:
-            at = s.next_t
-            if s.kind == SRC_REQUEST_NOOP:  # one of the no-op requests, uniformly
-                bit = p.noop_bits[<int>(s.rng.next_double(s.rng.state) * p.n_noop)]
-                source_step(s)
-                arrive(v, SRC_REQUEST, bit, 1, c, at, tr)
-            else:
-                arrive(v, s.kind, s.bit,
-                       source_advance(s, at if tracing is traced else t), c, at, tr)
-    if v.ext_at <= t:                   # Engine.inject: NMIs, then IRQs
-        arrive(v, SRC_NMI, 0, v.ext_nmi, c, v.ext_at, tr)
-        arrive(v, SRC_IRQ, 0, v.ext_irq, c, v.ext_at, tr)
-        v.ext_nmi = v.ext_irq = 0
-        v.ext_at = NEVER
-    update_next_host(v)
-
-
-# --- the guest ----------------------------------------------------------------------------
-cdef inline bint nmi_end_exits(const ks_vcpu *v, const ks_params *p) noexcept nogil:
-    return (p.lvtpc == LVTPC_NMI or not p.intel or v.nmi_window
-            or (v.irq_window and not v.irq_blocked))
-
-cdef inline bint irq_end_exits(const ks_vcpu *v, const ks_params *p) noexcept nogil:
-    return ((v.irq_window and not v.nmi_blocked)
-            or (p.intel and p.lvtpc == LVTPC_FIXED and v.lvtpc_masked))
-
-cdef void end_handlers(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c) noexcept nogil:
-    # IRET unblocks NMIs; the perf handler's LVTPC write unmasks LVTPC; a satisfied window
-    # raises KVM_REQ_EVENT (handle_nmi_window, svm IRET completion, interrupt window).
-    if v.nmi_blocked and v.nmi_end <= t:
-        v.nmi_blocked = 0
-        v.nmi_end = NEVER
-        if p.lvtpc == LVTPC_NMI:
-            v.lvtpc_masked = 0
-        if not p.intel:
-            v.nmi_window = 0
-            c[C_NMI_WINDOW_EXITS] += 1
-            make_request(v, BIT_EVENT)
-    if v.irq_blocked and v.irq_end <= t:
-        v.irq_blocked = 0
-        v.irq_end = NEVER
-        if p.lvtpc == LVTPC_FIXED:
-            v.lvtpc_masked = 0
-    if v.nmi_window and not v.nmi_blocked:
-        v.nmi_window = 0
-        c[C_NMI_WINDOW_EXITS] += 1
-        make_request(v, BIT_EVENT)
-    if v.irq_window and not (v.nmi_blocked or v.irq_blocked):
-        v.irq_window = 0
-        c[C_IRQ_WINDOW_EXITS] += 1
-        make_request(v, BIT_EVENT)
+    while s.next_t <= t:
+        at = s.next_t
+        if s.kind == SRC_REQUEST_NOOP:  # one of the no-op requests, uniformly
+            bit = p.noop_bits[<int>(s.rng.next_double(s.rng.state) * p.n_noop)]
+            source_step(s)
+            arrive(v, p, SRC_REQUEST, bit, 1, c, at, tr)
+        else:
+            arrive(v, p, s.kind, s.bit,
+                   source_advance(s, at if tracing is traced else t), c, at, tr)
 
 cdef inline void perf_overflow(ks_vcpu *v, int64_t *c) noexcept nogil:
     # __kvm_perf_overflow: global_status, KVM_REQ_PMI
+    v.pmi_status = 1
     if test_request(v, BIT_PMI):
         c[C_PMIS_COALESCED] += 1
     else:
         c[C_PMIS_RAISED] += 1
         make_request(v, BIT_PMI)
 
-cdef inline void guest_event(ks_vcpu *v, int kind, int64_t *c) noexcept nogil:
-    if kind == SRC_PMI:
-        # kvm_perf_overflow: ignored while the counter's reprogram bit is set
-        if v.pmu_reprogram:
-            c[C_PMIS_COALESCED] += 1
-        else:
-            v.pmu_reprogram = 1
-            perf_overflow(v, c)
-            make_request(v, BIT_PMU)
-    elif kind == SRC_EMUL_PMI:
-        # kvm_pmu_trigger_event -> kvm_pmu_request_counter_reprogram
+cdef inline void overflow(ks_vcpu *v, int64_t *c) noexcept nogil:
+    # kvm_perf_overflow: ignored while the counter's reprogram bit is set
+    if v.pmu_reprogram:
+        c[C_PMIS_COALESCED] += 1
+    else:
         v.pmu_reprogram = 1
-        v.emul_overflow = 1
+        perf_overflow(v, c)
         make_request(v, BIT_PMU)
 
-cdef void apply_guest(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c) noexcept nogil:
-    cdef int i
-    cdef int64_t j
-    cdef ks_source *s
-    end_handlers(v, p, t, c)
-    for i in range(v.n_guest):
-        s = &v.guest[i]
-        while s.next_t <= t:
-            guest_event(v, s.kind, c)
-            source_step(s)
-    if v.ext_pmi_at <= t:               # Engine.inject: counter overflows
-        for j in range(v.ext_pmi):
-            guest_event(v, SRC_PMI, c)
-        v.ext_pmi = 0
-        v.ext_pmi_at = NEVER
-
-cdef inline int64_t handler_end(int64_t t, int64_t when, bint end_exits,
-                                bint *exits) noexcept nogil:
-    # A guest handler ending at `when`: the next event if it comes first (whether it exits
-    # is end_exits); on a tie the guest exits if either event makes it.
-    if when < t:
-        exits[0] = end_exits
-        return when
-    if when == t:
-        exits[0] = exits[0] or end_exits
-    return t
-
-cdef inline int64_t next_guest_event(const ks_vcpu *v, const ks_params *p,
-                                     bint *exits) noexcept nogil:
-    cdef int64_t t = v.guest_exit_at
-    cdef int i
-    for i in range(v.n_guest):
-        if v.guest[i].next_t < t:
-            t = v.guest[i].next_t
-    if v.ext_pmi_at < t:
-        t = v.ext_pmi_at
-    if v.immediate_exit or (v.nmi_window and not v.nmi_blocked) or (
-            v.irq_window and not (v.nmi_blocked or v.irq_blocked)):
-        t = v.entry_t
-    exits[0] = 1
-    if v.nmi_blocked:
-        t = handler_end(t, v.nmi_end, nmi_end_exits(v, p), exits)
-    if v.irq_blocked:
-        t = handler_end(t, v.irq_end, irq_end_exits(v, p), exits)
-    return t if t > v.entry_t else v.entry_t
-
-
-# --- handlers of vcpu_enter_guest() -------------------------------------------------------
-cdef inline void process_nmi(ks_vcpu *v, int64_t t, int64_t *c, tracing *tr) noexcept nogil:
-    # process_nmi: limit 2, or 1 if NMIs are masked or one is injected; excess dropped
-    cdef int64_t limit = 1 if (v.nmi_blocked or v.nmi_injected) else 2
-    v.nmi_pending += v.nmi_queued
-    v.nmi_queued = 0
-    if v.nmi_pending > limit:
-        if tracing is traced:
-            hook(v, t, T_NMI_DROP, v.nmi_pending - limit, limit)
-        c[C_NMIS_DROPPED] += v.nmi_pending - limit
-        v.nmi_pending = limit
-    if v.nmi_pending:
-        make_request(v, BIT_EVENT)
-
-cdef inline void deliver_pmi(ks_vcpu *v, const ks_params *p, int64_t *c) noexcept nogil:
+cdef void deliver_pmi(ks_vcpu *v, const ks_params *p, int64_t *c) noexcept nogil:
     # kvm_pmu_deliver_pmi -> kvm_apic_local_deliver(APIC_LVTPC)
     if p.lvtpc == LVTPC_MASKED or v.lvtpc_masked:
         c[C_PMIS_DROPPED] += 1
@@ -290,16 +224,344 @@ cdef inline void deliver_pmi(ks_vcpu *v, const ks_params *p, int64_t *c) noexcep
         v.nmi_queued += 1
         c[C_NMIS_QUEUED] += 1
         make_request(v, BIT_NMI)
+        kick(v)
     elif p.lvtpc == LVTPC_FIXED:        # APIC_DM_FIXED
-        accept_irq(v, 1, c)
+        accept_irq(v, p, 1, c)
     else:                               # APIC_DM_SMI: kvm_inject_smi
         make_request(v, BIT_SMI)
-    if p.intel:                         # guest_cpuid_is_intel_compatible: mask LVTPC
+        kick(v)
+    if p.automask:                      # a16eb25b09c0; 49ff3b4aec51: Intel guests only
         v.lvtpc_masked = 1
 
-cdef void inject_events(ks_vcpu *v, int64_t t, int64_t *c, tracing *tr) noexcept nogil:
+cdef void host_pmi(ks_vcpu *v, const ks_params *p, int64_t *c, bint in_guest) noexcept nogil:
+    # The host's NMI for a guest counter overflow (kvm_perf_overflow, NMI context). Taken
+    # while the guest ran, or in the request path: KVM_REQ_PMI. Before 73554b29bd70, outside
+    # guest mode: irq_work (kvm_pmi_trigger_fn) calls kvm_pmu_deliver_pmi at once.
+    cdef int64_t j, n = v.pmi_nmi_n
+    v.pmi_nmi_n = 0
+    v.pmi_nmi_at = NEVER
+    for j in range(n):
+        if in_guest or not p.pmi_irq_work:
+            overflow(v, c)
+        elif v.pmu_reprogram:
+            c[C_PMIS_COALESCED] += 1
+        else:
+            v.pmu_reprogram = 1
+            v.pmi_status = 1
+            make_request(v, BIT_PMU)
+            c[C_PMIS_IRQ_WORK] += 1
+            deliver_pmi(v, p, c)
+
+cdef inline void apply_host(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c,
+                            bint in_guest, tracing *tr) noexcept nogil:
+    # Every host-side arrival at or before t. Arrivals of one source are applied together,
+    # unless a trace hook wants each with its own time. in_guest: the VM-exit at t is theirs.
+    cdef int i
+    if next_host(v) > t:
+        return
+    for i in range(v.n_host):
+        apply_source(v, p, &v.host[i], t, c, tr)
+    if v.ext_nmi_at <= t:               # Engine.inject
+        arrive(v, p, SRC_NMI, 0, v.ext_nmi, c, v.ext_nmi_at, tr)
+        v.ext_nmi = 0
+        v.ext_nmi_at = NEVER
+    if v.ext_irq_at <= t:
+        arrive(v, p, SRC_IRQ, 0, v.ext_irq, c, v.ext_irq_at, tr)
+        v.ext_irq = 0
+        v.ext_irq_at = NEVER
+    if v.pmi_nmi_at <= t:
+        host_pmi(v, p, c, in_guest)
+    update_next(v, p)
+
+cdef inline void apply_posted(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c,
+                              tracing *tr) noexcept nogil:
+    # Posted interrupts up to t, reaching a guest that runs.
+    cdef int i
+    for i in range(v.n_host):
+        if v.host[i].posted:
+            apply_source(v, p, &v.host[i], t, c, tr)
+    if p.apicv and v.ext_irq_at <= t:
+        arrive(v, p, SRC_IRQ, 0, v.ext_irq, c, v.ext_irq_at, tr)
+        v.ext_irq = 0
+        v.ext_irq_at = NEVER
+    update_next(v, p)
+
+
+# --- the guest ----------------------------------------------------------------------------
+cdef inline bint allowed(const ks_vcpu *v) noexcept nogil:
+    # interrupt_allowed: IF = 1 and no handler blocking interrupts
+    return not (v.nmi_blocked or v.irq_blocked or v.if_off)
+
+cdef inline bint hlt_exits(const ks_vcpu *v, const ks_params *p) noexcept nogil:
+    # Whether the guest's STI;HLT exits: an open interrupt window takes the VM-exit instead;
+    # AMD's Idle HLT intercept lets HLT with a pending interrupt run on.
+    if v.irq_window and not (v.nmi_blocked or v.irq_blocked):
+        return 1
+    return not (p.idle_hlt and (v.irq_pending or v.vnmi_pending))
+
+cdef inline bint event_exits(const ks_vcpu *v, const ks_params *p, int kind) noexcept nogil:
+    if kind == SRC_IPI_SELF:
+        return not p.ipiv
+    if kind == SRC_HLT:
+        return hlt_exits(v, p)
+    return 1
+
+cdef inline bint nmi_end_exits(const ks_vcpu *v, const ks_params *p) noexcept nogil:
+    return (p.iret_exits or v.nmi_window
+            or (v.irq_window and not v.irq_blocked and not v.if_off))
+
+cdef inline bint irq_end_exits(const ks_vcpu *v, const ks_params *p) noexcept nogil:
+    return ((v.irq_window and not v.nmi_blocked and not v.if_off)
+            or (p.automask and p.lvtpc == LVTPC_FIXED and v.lvtpc_masked))
+
+cdef inline int64_t earlier(int64_t t, bint *exits, int64_t when,
+                            bint when_exits) noexcept nogil:
+    # The earlier of two guest events; at a tie the guest exits if either makes it.
+    if when < t:
+        exits[0] = when_exits
+        return when
+    if when == t and when_exits:
+        exits[0] = 1
+    return t
+
+cdef inline int64_t next_guest_event(const ks_vcpu *v, const ks_params *p,
+                                     bint *exits) noexcept nogil:
+    # (time, exits) of the guest's next event: not before the time the guest has reached (an
+    # event that came due while the vCPU was in the host happens at once)
+    cdef int64_t e = v.guest_since, t = NEVER, when
+    cdef int i
+    exits[0] = 1
+    for i in range(v.n_guest):
+        when = max64(v.guest[i].next_t, e)
+        if v.guest[i].kind == SRC_PMI and when != NEVER:
+            when += p.pmi_skid_ns       # the host's NMI, a skid after the overflow
+        t = earlier(t, exits, when, event_exits(v, p, v.guest[i].kind))
+    t = earlier(t, exits, max64(v.guest_exit_at, e), 1)
+    if v.immediate_exit or (v.nmi_window and not v.nmi_blocked) or (
+            v.irq_window and allowed(v)):
+        t = earlier(t, exits, e, 1)
+    if v.hlt_due:
+        t = earlier(t, exits, e, hlt_exits(v, p))
+    if v.nmi_blocked and v.op_next < v.op_n:
+        t = earlier(t, exits, max64(v.op_at, e), 1)
+    elif v.nmi_blocked:
+        t = earlier(t, exits, max64(v.nmi_end, e), nmi_end_exits(v, p))
+    if v.irq_blocked:
+        t = earlier(t, exits, max64(v.irq_end, e), irq_end_exits(v, p))
+    return t
+
+cdef inline void irq_window_exit(ks_vcpu *v, int64_t *c) noexcept nogil:
+    # handle_interrupt_window: the window is satisfied, KVM_REQ_EVENT
+    v.irq_window = 0
+    c[C_IRQ_WINDOW_EXITS] += 1
+    make_request(v, BIT_EVENT)
+
+cdef bint end_handlers(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c) noexcept nogil:
+    # Guest handlers whose time is up: IRET unblocks NMIs (and IF), SVM without vNMI
+    # intercepts that IRET; a satisfied window raises KVM_REQ_EVENT (handle_nmi_window, svm
+    # IRET completion, interrupt window). True if one ended.
+    cdef bint ended = 0
+    if v.nmi_blocked and v.nmi_end <= t and v.op_next >= v.op_n:
+        v.nmi_blocked = 0
+        v.nmi_end = NEVER
+        ended = 1
+        if p.iret_exits:
+            v.nmi_window = 0
+            c[C_NMI_WINDOW_EXITS] += 1
+            make_request(v, BIT_EVENT)
+    if v.irq_blocked and v.irq_end <= t:
+        v.irq_blocked = 0
+        v.irq_end = NEVER
+        ended = 1
+        if p.lvtpc == LVTPC_FIXED:
+            v.lvtpc_masked = 0
+    if v.nmi_window and not v.nmi_blocked:
+        v.nmi_window = 0
+        c[C_NMI_WINDOW_EXITS] += 1
+        make_request(v, BIT_EVENT)
+        ended = 1
+    if v.irq_window and allowed(v):
+        irq_window_exit(v, c)
+        ended = 1
+    return ended
+
+cdef void nmi_start(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c) noexcept nogil:
+    # An NMI reaches the guest: default_do_nmi runs its handlers. Perf's finds the overflow
+    # in GLOBAL_STATUS (a PMI), another claims an NMI IPI; an NMI none claims is "unknown"
+    # (AMD perf claims those within 100 ms of a PMI: perf_nmi_window).
+    cdef bint pmi = v.pmi_status, claimed
+    v.nmi_blocked = 1
+    v.nmi_end = t + p.nmi_handler_ns
+    v.pmi_status = 0
+    claimed = pmi
+    if v.nmi_credit:
+        v.nmi_credit -= 1
+        claimed = 1
+    if not claimed and t - v.last_pmi_t < p.amd_nmi_window_ns:
+        claimed = 1
+    if pmi:
+        v.last_pmi_t = t
+    if not claimed:
+        c[C_NMIS_UNKNOWN] += 1
+    # The perf NMI handler's intercepted accesses, evenly spaced in its guest time.
+    v.op_seq = 0 if pmi else 1
+    v.op_next = 0
+    v.op_n = p.pmi_ops_n[v.op_seq]
+    v.op_at = t + p.nmi_handler_ns // (v.op_n + 1) if v.op_n else NEVER
+
+cdef inline void op(ks_vcpu *v, const ks_params *p, int64_t *c) noexcept nogil:
+    # One access of the perf NMI handler (an exit): a write that makes KVM reprogram
+    # counters raises KVM_REQ_PMU (reprogram_counters); the LVTPC write unmasks LVTPC.
+    cdef int i = v.op_next
+    if (p.pmi_ops_pmu[v.op_seq] >> i) & 1:
+        v.pmu_reprogram = 1
+        make_request(v, BIT_PMU)
+    if p.pmi_ops_lvtpc[v.op_seq] == i:
+        v.lvtpc_masked = 0
+    v.op_next += 1
+    v.op_at = v.op_at + p.nmi_handler_ns // (v.op_n + 1) if v.op_next < v.op_n else NEVER
+
+cdef void hardware_deliver(ks_vcpu *v, const ks_params *p, int64_t t,
+                           int64_t *c) noexcept nogil:
+    # What the CPU delivers by itself in guest mode: the NMI in V_NMI_PENDING, and a posted
+    # interrupt (APICv virtual-interrupt delivery, AVIC).
+    if v.vnmi_pending and not (v.nmi_blocked or v.irq_blocked):
+        v.vnmi_pending = 0
+        c[C_NMIS_INJECTED] += 1
+        nmi_start(v, p, t, c)
+    elif p.apicv and v.irq_pending and allowed(v):
+        v.irq_pending = 0
+        c[C_IRQS_INJECTED] += 1
+        v.irq_blocked = 1
+        v.irq_end = t + p.irq_handler_ns
+
+cdef inline void hlt(ks_vcpu *v, const ks_params *p, int64_t *c) noexcept nogil:
+    # The guest's STI;HLT, due now. If anything else is handled at this exit it runs at the
+    # next guest instant; else it is this exit's: an open interrupt window takes it, else
+    # kvm_emulate_halt.
+    if v.exit_fast or v.exit_slow:
+        return
+    v.hlt_due = 0
+    v.if_off = 0
+    if v.irq_window and not (v.nmi_blocked or v.irq_blocked):
+        irq_window_exit(v, c)
+        v.exit_slow = 1
+    else:
+        v.hlt_exit = 1
+        if p.fastpath_reenter:
+            v.exit_fast = 1
+        else:
+            v.exit_slow = 1
+
+cdef inline void guest_event(ks_vcpu *v, const ks_params *p, int kind,
+                             int64_t *c) noexcept nogil:
+    if kind == SRC_EMUL_PMI:
+        # kvm_pmu_trigger_event -> kvm_pmu_request_counter_reprogram
+        v.pmu_reprogram = 1
+        v.emul_overflow = 1
+        make_request(v, BIT_PMU)
+        v.exit_slow = 1
+    elif kind == SRC_TIMER:
+        # VMX preemption timer: handle_fastpath_preemption_timer -> apic_timer_expired(false).
+        # With APICv the interrupt is posted; without, lapic_timer.pending and
+        # KVM_REQ_UNBLOCK, which ends the fastpath loop (vcpu_run injects the interrupt).
+        if p.apicv:
+            accept_irq(v, p, 1, c)
+        else:
+            v.timer_pending = 1
+            make_request(v, BIT_UNBLOCK)
+        v.exit_fast = 1
+    elif kind == SRC_IPI_SELF:          # x2APIC ICR write to itself
+        accept_irq(v, p, 1, c)
+        if not p.ipiv:
+            if p.fastpath_reenter:
+                v.exit_fast = 1
+            else:
+                v.exit_slow = 1
+    elif kind == SRC_HLT:
+        v.hlt_due = 1                   # runs once the rest of this instant has
+        v.if_off = 1
+    else:                               # SRC_EXIT: the guest's own exit
+        v.exit_slow = 1
+
+cdef void apply_guest(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c) noexcept nogil:
+    # Guest-side events at or before t, at a VM-exit at t (one handler access at a time).
+    cdef int i
+    cdef int64_t eff
+    cdef ks_source *s
+    if v.nmi_blocked and v.op_next < v.op_n and v.op_at <= t:
+        op(v, p, c)
+        v.exit_slow = 1
+    if end_handlers(v, p, t, c):
+        v.exit_slow = 1
+    for i in range(v.n_guest):
+        s = &v.guest[i]
+        if s.kind == SRC_PMI:
+            while max64(s.next_t, v.entry_t) <= t:
+                eff = max64(s.next_t, v.entry_t) + p.pmi_skid_ns
+                if eff <= t:            # the NMI hit the guest: exit context
+                    overflow(v, c)
+                else:                   # the exit came first: the NMI is in flight
+                    v.pmi_nmi_at = min64(v.pmi_nmi_at, eff)
+                    v.pmi_nmi_n += 1
+                source_step(s)
+                v.exit_slow = 1
+            continue
+        while s.next_t <= t:
+            guest_event(v, p, s.kind, c)
+            source_step(s)
+    if v.hlt_due:
+        hlt(v, p, c)
+    update_next(v, p)
+
+cdef void apply_in_guest(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c,
+                         tracing *tr) noexcept nogil:
+    # Guest-side events at or before t that need no VM-exit (an IPI with IPIv, STI;HLT that
+    # Idle HLT lets run on), handler ends, posted interrupts; then what the CPU delivers.
+    cdef int i
+    cdef ks_source *s
+    end_handlers(v, p, t, c)
+    apply_posted(v, p, t, c, tr)
+    for i in range(v.n_guest):
+        s = &v.guest[i]
+        if s.kind != SRC_IPI_SELF and s.kind != SRC_HLT:
+            continue
+        while s.next_t <= t:
+            if s.kind == SRC_IPI_SELF:
+                accept_irq(v, p, 1, c)
+            source_step(s)
+    v.hlt_due = 0
+    v.if_off = 0
+    hardware_deliver(v, p, t, c)
+
+
+# --- handlers of vcpu_enter_guest() -------------------------------------------------------
+cdef inline void process_nmi(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c,
+                             tracing *tr) noexcept nogil:
+    # process_nmi: limit 2, or 1 if NMIs are masked or one is injected, one fewer while
+    # V_NMI_PENDING holds one; excess dropped. With vNMI one goes to V_NMI_PENDING.
+    # KVM_REQ_EVENT: always (before 2cb9317377ca) or only if an NMI is pending.
+    cdef int64_t limit = 1 if (v.nmi_blocked or v.nmi_injected) else 2
+    if v.vnmi_pending:
+        limit -= 1
+    v.nmi_pending += v.nmi_queued
+    v.nmi_queued = 0
+    if v.nmi_pending > limit:
+        if tracing is traced:
+            hook(v, t, T_NMI_DROP, v.nmi_pending - limit, limit)
+        c[C_NMIS_DROPPED] += v.nmi_pending - limit
+        v.nmi_pending = limit
+    if v.nmi_pending and p.vnmi and not v.vnmi_pending:   # svm_set_vnmi_pending
+        v.vnmi_pending = 1
+        v.nmi_pending -= 1
+    if v.nmi_pending or p.nmi_event_always:
+        make_request(v, BIT_EVENT)
+
+cdef void inject_events(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c,
+                        tracing *tr) noexcept nogil:
     # kvm_check_and_inject_events: re-injection, then SMI > NMI > IRQ; -EBUSY sets
-    # req_immediate_exit.
+    # req_immediate_exit. Posted interrupts (APICv) are the CPU's to deliver; with vNMI no
+    # NMI window is opened.
     cdef bint can_inject = 1
     if v.nmi_injected:
         v.entry_event = ENTRY_NMI
@@ -325,13 +587,13 @@ cdef void inject_events(ks_vcpu *v, int64_t t, int64_t *c, tracing *tr) noexcept
             v.nmi_injected = 1
             v.entry_event = ENTRY_NMI
             can_inject = 0
-        if v.nmi_pending:
+        if v.nmi_pending and not p.vnmi:
             v.nmi_window = 1            # enable_nmi_window
-    if v.irq_pending:
+    if v.irq_pending and not p.apicv:
         if not can_inject:
             v.req_immediate_exit = 1
             return
-        if not (v.nmi_blocked or v.irq_blocked):
+        if allowed(v):                  # interrupt_allowed
             if tracing is traced:
                 hook(v, t, T_INJ_VIRQ, 0, 0)
             v.irq_pending = 0
@@ -347,7 +609,7 @@ cdef inline void handle(ks_vcpu *v, const ks_params *p, int bit, int64_t t, int6
         if p.raises[bit]:
             v.requests |= p.raises[bit]
     elif h == H_NMI:
-        process_nmi(v, t, c, tr)
+        process_nmi(v, p, t, c, tr)
     elif h == H_PMU:
         # kvm_pmu_handle_event: reprogram; an emulated wrap overflows the counter
         v.pmu_reprogram = 0
@@ -360,7 +622,7 @@ cdef inline void handle(ks_vcpu *v, const ks_params *p, int bit, int64_t t, int6
         v.smi_pending = 1               # process_smi
         make_request(v, BIT_EVENT)
     else:
-        inject_events(v, t, c, tr)
+        inject_events(v, p, t, c, tr)
 
 
 # --- one pass of vcpu_enter_guest() -------------------------------------------------------
@@ -375,12 +637,60 @@ cdef inline uint64_t ranks_from(const ks_vcpu *v, const ks_params *p, int pos) n
             rm |= (<uint64_t>1) << r
     return rm
 
+cdef inline bint exit_request(const ks_vcpu *v) noexcept nogil:
+    # kvm_vcpu_exit_request: kicked, any request, or xfer_to_guest_mode work
+    return v.requests != 0 or v.xfer or v.mode == EXITING_GUEST_MODE
+
+cdef inline int64_t vcpu_run_tail(ks_vcpu *v, const ks_params *p, int64_t t,
+                                  int64_t *c) noexcept nogil:
+    # vcpu_run() after vcpu_enter_guest() returned 1: clear KVM_REQ_UNBLOCK, inject the LAPIC
+    # timer's interrupt (kvm_inject_pending_timer_irqs), handle task work
+    # (xfer_to_guest_mode_handle_work). Returns when the next pass can start.
+    v.requests &= ~((<uint64_t>1) << BIT_UNBLOCK)
+    if v.timer_pending:
+        v.timer_pending = 0
+        accept_irq(v, p, 1, c)
+    if v.xfer:
+        v.xfer = 0
+        c[C_TASK_WORK] += 1
+        c[C_NS_TASK_WORK] += p.cost_task_work
+        t += p.cost_task_work
+    return t
+
+cdef void enter(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c) noexcept nogil:
+    # The guest runs from t: handlers the last VM-exit interrupted resume (their times are
+    # guest time); the written event is delivered (its handler starts), then what the CPU
+    # delivers by itself; the guest's next own exit is drawn.
+    cdef int64_t paused = t - v.exit_t
+    if v.nmi_blocked:
+        v.nmi_end += paused
+        if v.op_at != NEVER:
+            v.op_at += paused
+    if v.irq_blocked:
+        v.irq_end += paused
+    if v.entry_event == ENTRY_NMI:
+        c[C_NMIS_INJECTED] += 1
+        v.nmi_injected = 0
+        nmi_start(v, p, t, c)
+    elif v.entry_event == ENTRY_IRQ:
+        c[C_IRQS_INJECTED] += 1
+        v.irq_injected = 0
+        v.irq_blocked = 1
+        v.irq_end = t + p.irq_handler_ns
+    v.entry_event = ENTRY_NONE
+    hardware_deliver(v, p, t, c)
+    if p.guest_exit_mean_ns > 0:
+        v.guest_exit_at = after(t, random_standard_exponential(v.exit_rng)
+                                * p.guest_exit_mean_ns)
+    v.entry_t = t
+    v.guest_since = t
+
 cdef int64_t one_pass(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c, bint *entered,
                       tracing *tr) noexcept nogil:
     cdef int n = p.n_checks, pos, r, bit
     cdef int64_t t0, t_r, ta, passed, cost, event_ns = 0
     cdef uint64_t rm, before, x, raised = 0   # raised: bits this pass's handlers raised
-    apply_host(v, p, t, c, tr)
+    apply_host(v, p, t, c, 0, tr)
     v.req_immediate_exit = 0
     t0 = t
     # if (kvm_request_pending(vcpu)) { ... }; the EVENT check follows the block
@@ -389,14 +699,14 @@ cdef int64_t one_pass(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c, bin
         rm = ranks_from(v, p, pos)
         r = ctz(rm) if rm else n
         t_r = t + (r - pos) * p.cost_check
-        ta = v.next_host
+        ta = next_host(v)
         if ta <= t_r:
             # arrivals land among the checks: those that started before them have run
             if ta > t and p.cost_check:
                 passed = (ta - t + p.cost_check - 1) // p.cost_check
                 pos += <int>passed
                 t += passed * p.cost_check
-            apply_host(v, p, t, c, tr)
+            apply_host(v, p, t, c, 0, tr)
             continue
         if r == n:
             t = t_r
@@ -420,15 +730,17 @@ cdef int64_t one_pass(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c, bin
     t += p.cost_state_load
     c[C_NS_STATE_LOAD] += p.cost_state_load
     v.mode = IN_GUEST_MODE
-    apply_host(v, p, t, c, tr)
+    apply_host(v, p, t, c, 0, tr)
     c[C_VMENTER_ATTEMPTS] += 1
     if tracing is traced:
-        hook(v, t, T_CANCEL if v.requests else T_ENTRY, 0, <int64_t>v.requests)
-    if v.requests:
+        hook(v, t, T_CANCEL if exit_request(v) else T_ENTRY, 0, <int64_t>v.requests)
+    if exit_request(v):
         # cancel_injection: vmx_cancel_injection puts the written event back as injected
         v.mode = OUTSIDE_GUEST_MODE
         c[C_CANCELED_VMENTERS] += 1
         x = v.requests
+        if not x:
+            c[C_CANCELS_TASK_WORK] += 1
         while x:                        # what each pending bit cost, and how
             bit = ctz(x)
             x &= x - 1
@@ -440,73 +752,109 @@ cdef int64_t one_pass(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c, bin
             make_request(v, BIT_EVENT)
         v.entry_event = ENTRY_NONE
         entered[0] = 0
-        return t
+        return vcpu_run_tail(v, p, t, c)
     if v.req_immediate_exit:            # raised after the late check: no cancel
         make_request(v, BIT_EVENT)
     v.immediate_exit = v.req_immediate_exit
     t += p.cost_vmenter
     c[C_NS_VMENTER] += p.cost_vmenter
     c[C_VMENTERS] += 1
-    if v.entry_event == ENTRY_NMI:      # delivered: the guest's NMI handler runs
-        c[C_NMIS_INJECTED] += 1
-        v.nmi_injected = 0
-        v.nmi_blocked = 1
-        v.nmi_end = t + p.nmi_handler_ns
-    elif v.entry_event == ENTRY_IRQ:
-        c[C_IRQS_INJECTED] += 1
-        v.irq_injected = 0
-        v.irq_blocked = 1
-        v.irq_end = t + p.irq_handler_ns
-    v.entry_event = ENTRY_NONE
-    if p.guest_exit_mean_ns > 0:
-        v.guest_exit_at = after(t, random_standard_exponential(v.exit_rng)
-                                * p.guest_exit_mean_ns)
-    v.entry_t = t
-    v.guest_since = t
+    enter(v, p, t, c)
     entered[0] = 1
     return t
 
+cdef inline bint runnable(const ks_vcpu *v, const ks_params *p) noexcept nogil:
+    # kvm_vcpu_check_block: kvm_vcpu_has_events (an interrupt IF allows, an NMI, an SMI,
+    # KVM_REQ_PMI since 73554b29bd70), KVM_REQ_UNBLOCK, the timer, a signal
+    return ((v.irq_pending and not v.if_off) or v.nmi_pending or v.vnmi_pending
+            or v.smi_pending or test_request(v, BIT_NMI) or test_request(v, BIT_SMI)
+            or test_request(v, BIT_UNBLOCK)
+            or (test_request(v, BIT_PMI) and not p.pmi_irq_work)
+            or v.timer_pending or v.xfer)
+
 cdef int exit_reason(const ks_vcpu *v, const ks_params *p, int64_t t) noexcept nogil:
     # Why the guest exits at t (VMX exit-reason names), for trace hooks.
-    cdef int i
+    cdef int i, kind
     if v.immediate_exit:
         return R_PREEMPTION_TIMER
-    if v.next_host <= t or v.mode == EXITING_GUEST_MODE:
+    if v.next_kick <= t or v.mode == EXITING_GUEST_MODE:
         return R_EXTERNAL_INTERRUPT
+    if v.hlt_due:
+        return R_HLT
     for i in range(v.n_guest):
-        if v.guest[i].next_t <= t:
-            if v.guest[i].kind == SRC_PMI:
+        if max64(v.guest[i].next_t, v.entry_t) <= t:
+            kind = v.guest[i].kind
+            if kind == SRC_PMI:
                 return R_EXCEPTION_NMI
-            return R_EPT_MISCONFIG if v.guest[i].kind == SRC_EMUL_PMI else R_GUEST
-    if v.ext_pmi_at <= t:
-        return R_EXCEPTION_NMI
+            if kind == SRC_EMUL_PMI:
+                return R_EPT_MISCONFIG
+            if kind == SRC_TIMER:
+                return R_PREEMPTION_TIMER
+            if kind == SRC_HLT:
+                return R_HLT
+            return R_ICR_WRITE if kind == SRC_IPI_SELF else R_GUEST
     if v.guest_exit_at <= t:
         return R_GUEST
+    if v.nmi_blocked and v.op_next < v.op_n:
+        return R_MSR_WRITE
     if v.nmi_blocked and v.nmi_end <= t:
-        if v.nmi_window:
-            return R_NMI_WINDOW
-        return R_MSR_WRITE if p.intel else R_IRET
+        return R_NMI_WINDOW if v.nmi_window else R_IRET
     if v.irq_window:
         return R_INTERRUPT_WINDOW
     return R_NMI_WINDOW if v.nmi_window else R_MSR_WRITE
 
-cdef inline int64_t vm_exit(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c,
-                            tracing *tr) noexcept nogil:
-    # A VM-exit at t; returns when vcpu_enter_guest() starts its first pass.
+cdef enum:
+    OUT_PASS, OUT_REENTERED, OUT_HALTED
+
+cdef inline int vm_exit(ks_vcpu *v, const ks_params *p, int64_t *t_io, int64_t *c,
+                        tracing *tr) noexcept nogil:
+    # A VM-exit at t and its handling; t_io becomes when that handling ends. Returns what
+    # follows: a pass, the fastpath's re-entry, or kvm_vcpu_block after HLT.
+    cdef int64_t t = t_io[0]
     cdef int reason = 0
+    cdef bint halt
     if tracing is traced:
         reason = exit_reason(v, p, t)
+    # A kick, or req_immediate_exit, makes this exit a full one (and interrupts a HLT the
+    # guest had not reached).
+    v.exit_fast = 0
+    v.exit_slow = v.mode == EXITING_GUEST_MODE or v.next_kick <= t or v.immediate_exit
+    v.exit_t = t
     v.mode = OUTSIDE_GUEST_MODE
     c[C_VMEXITS] += 1
     if v.immediate_exit:
         c[C_IMMEDIATE_EXITS] += 1
         v.immediate_exit = 0
     apply_guest(v, p, t, c)
-    apply_host(v, p, t, c, tr)
+    apply_host(v, p, t, c, 1, tr)
     if tracing is traced:
         hook(v, t, T_EXIT, reason, <int64_t>v.requests)
     c[C_NS_VMEXIT] += p.cost_vmexit
-    return t + p.cost_vmexit
+    t += p.cost_vmexit
+    halt = v.hlt_exit
+    if halt:                            # kvm_emulate_halt
+        v.hlt_exit = 0
+        c[C_HALT_EXITS] += 1
+    if v.exit_fast and not v.exit_slow and (not halt or runnable(v, p)) \
+            and not exit_request(v):
+        # EXIT_FASTPATH_REENTER_GUEST: back in without a pass (kvm_vcpu_exit_request guards
+        # it; a request ends the loop without a cancel)
+        c[C_FASTPATH_EXITS] += 1
+        c[C_VMENTER_ATTEMPTS] += 1
+        c[C_VMENTERS] += 1
+        c[C_NS_VMENTER] += p.cost_vmenter
+        t += p.cost_vmenter
+        v.mode = IN_GUEST_MODE
+        enter(v, p, t, c)
+        t_io[0] = t
+        return OUT_REENTERED
+    t = vcpu_run_tail(v, p, t, c)
+    t_io[0] = t
+    if halt and not runnable(v, p):     # vcpu_block -> kvm_vcpu_halt
+        if tracing is traced:
+            hook(v, t, T_HALT, 1, 0)
+        return OUT_HALTED
+    return OUT_PASS
 
 cdef inline bint passes(ks_vcpu *v, const ks_params *p, int64_t *until,
                         tracing *tr) noexcept nogil:
@@ -528,44 +876,84 @@ cdef inline bint passes(ks_vcpu *v, const ks_params *p, int64_t *until,
     v.pass_at = t
     return 0
 
-cdef inline void add_guest_time(ks_vcpu *v, const ks_params *p, int64_t t1) noexcept nogil:
-    cdef int64_t t0 = v.guest_since, end
+cdef inline int64_t next_hv_timer(const ks_vcpu *v) noexcept nogil:
+    # A guest timer on the VMX preemption timer: while blocked, a host hrtimer.
+    cdef int64_t t = NEVER
+    cdef int i
+    for i in range(v.n_guest):
+        if v.guest[i].kind == SRC_TIMER and v.guest[i].next_t < t:
+            t = v.guest[i].next_t
+    return t
+
+cdef inline bint blocked(ks_vcpu *v, const ks_params *p, int64_t *until,
+                         tracing *tr) noexcept nogil:
+    # Blocked in kvm_vcpu_block(): host arrivals may wake it. False when `until` comes
+    # first; true once it is runnable again (the next pass is then due at pass_at).
+    cdef int64_t t
     cdef int64_t *c
-    while t0 < t1:
-        c = row(v, p, t0)
-        end = v.row_end if v.row_end < t1 else t1
-        c[C_NS_GUEST] += end - t0
-        t0 = end
-    if t1 > v.guest_since:
-        v.guest_since = t1
+    cdef int i
+    while True:
+        t = min64(next_host(v), next_hv_timer(v))
+        until[0] = poll(v, t, until[0])
+        if t >= until[0]:
+            add_span(v, p, C_NS_HALTED, v.halt_since, until[0])
+            if until[0] > v.halt_since:
+                v.halt_since = until[0]
+            return 0
+        add_span(v, p, C_NS_HALTED, v.halt_since, t)
+        v.halt_since = t
+        c = row(v, p, t)
+        apply_host(v, p, t, c, 0, tr)
+        for i in range(v.n_guest):      # kvm_lapic_switch_to_sw_timer
+            if v.guest[i].kind == SRC_TIMER and v.guest[i].next_t <= t:
+                source_advance(&v.guest[i], t)
+                arrive(v, p, SRC_TIMER, 0, 1, c, t, tr)
+        if runnable(v, p):
+            v.halted = 0
+            if tracing is traced:
+                hook(v, t, T_HALT, 0, 0)
+            v.pass_at = vcpu_run_tail(v, p, t, c)
+            v.in_host = 1
+            return 1
 
 cdef inline void run_vcpu(ks_vcpu *v, const ks_params *p, int64_t until,
                           tracing *tr) noexcept nogil:
-    cdef int64_t ta, tg, t
+    cdef int64_t tk, tp, tg, t
     cdef bint exits
+    cdef int outcome
     if until <= v.now:                  # stopped past it by an earlier, interrupted run
         return
     while True:
         if v.in_host and not passes(v, p, &until, tr):
             v.now = until
             return
-        ta = v.next_host                # a kick in guest mode: IPI -> VM-exit
-        if v.mode == EXITING_GUEST_MODE and v.now < ta:
-            ta = v.now                  # kicked between runs (ks_kick)
-        if ta < v.entry_t:
-            ta = v.entry_t
+        if v.halted:
+            if not blocked(v, p, &until, tr):
+                v.now = until
+                return
+            continue
+        tk = v.next_kick                # a kick in guest mode: IPI -> VM-exit
+        if v.mode == EXITING_GUEST_MODE and v.now < tk:
+            tk = v.now                  # kicked between runs (ks_kick)
+        tk = max64(tk, v.guest_since)
+        tp = max64(v.next_posted, v.guest_since)
         tg = next_guest_event(v, p, &exits)
-        t = ta if ta < tg else tg
+        t = min64(min64(tk, tp), tg)
         if t >= until:
             add_guest_time(v, p, until)
             v.now = until
             return
-        if t == tg and not exits and ta > tg:
-            end_handlers(v, p, t, row(v, p, t))
-            continue
         add_guest_time(v, p, t)
-        v.pass_at = vm_exit(v, p, t, row(v, p, t), tr)
-        v.in_host = 1
+        if t == tk or (t == tg and exits):
+            outcome = vm_exit(v, p, &t, row(v, p, t), tr)
+            if outcome == OUT_PASS:
+                v.pass_at = t
+                v.in_host = 1
+            elif outcome == OUT_HALTED:
+                v.halted = 1
+                v.halt_since = t
+        else:
+            apply_in_guest(v, p, t, row(v, p, t), tr)
 
 
 cdef void ks_vcpu_run(ks_vcpu *v, const ks_params *p, int64_t until) noexcept nogil:
@@ -613,8 +1001,9 @@ cdef void _call_hook(Engine e, int64_t t, int32_t vcpu, int32_t event, int64_t a
         e.vcpus[vcpu].budget = 1
 
 
-cdef void _init_source(list keep, ks_source *s, sp, seed):
+cdef void _init_source(list keep, ks_source *s, sp, seed, bint posted):
     cdef const int64_t[::1] times = sp.times_ns
+    s.posted = posted
     s.kind = sp.kind
     s.dist = sp.dist
     s.bit = sp.bit
@@ -659,24 +1048,27 @@ cdef class Engine:
         for i in range(plan.vcpus):
             v = &self.vcpus[i]
             v.index = i
-            v.nmi_end = v.irq_end = v.guest_exit_at = v.ext_at = v.ext_pmi_at = NEVER
+            v.nmi_end = v.irq_end = v.guest_exit_at = NEVER
+            v.ext_nmi_at = v.ext_irq_at = v.pmi_nmi_at = v.op_at = NEVER
+            v.last_pmi_t = -(1 << 62)
             v.in_host = 1               # KVM_RUN: the first pass starts at t = 0
             v.budget = POLL_EVERY
             v.ctx = &self.ctx
             bg = bit_generator(plan.seed, (i, 0))
             self._keep.append(bg)
             v.exit_rng = _bitgen(bg)
-            host = [sp for sp in by_vcpu[i] if sp.kind >= FIRST_HOST_SRC]
-            guest = [sp for sp in by_vcpu[i] if sp.kind < FIRST_HOST_SRC]
+            host = [sp for sp in by_vcpu[i] if not sp.guest]
+            guest = [sp for sp in by_vcpu[i] if sp.guest]
             v.host, v.n_host = s, len(host)
             for sp in host:
-                _init_source(self._keep, s, sp, plan.seed)
+                _init_source(self._keep, s, sp, plan.seed,
+                             sp.kind == SRC_IRQ and self.params.apicv)
                 s += 1
             v.guest, v.n_guest = s, len(guest)
             for sp in guest:
-                _init_source(self._keep, s, sp, plan.seed)
+                _init_source(self._keep, s, sp, plan.seed, 0)
                 s += 1
-            update_next_host(v)
+            update_next(v, &self.params)
 
     def __reduce__(self):
         # The plan rebuilds the pointers; the vCPU structs, source positions and random
@@ -732,22 +1124,25 @@ cdef class Engine:
         return bool(kick and ks_kick(&self.vcpus[vcpu].mode))
 
     def inject(self, int vcpu, int kind, int64_t count=1):
-        """Another CPU injects `count` NMIs or IRQs (kvm_inject_nmi / kvm_apic_set_irq), or a
-        guest counter overflows (kvm_perf_overflow), at the vCPU's `now`, with a kick."""
+        """Another CPU injects `count` NMIs or fixed IRQs (kvm_inject_nmi, kvm_apic_set_irq),
+        or the host takes the NMI of a guest counter overflow (kvm_perf_overflow), at the
+        vCPU's `now`. Returns whether the vCPU was kicked out of guest mode."""
         _check_vcpu(self, vcpu)
         cdef ks_vcpu *v = &self.vcpus[vcpu]
-        if kind == SRC_PMI:
-            v.ext_pmi += count
-            v.ext_pmi_at = min(v.ext_pmi_at, v.now)
-        elif kind == SRC_NMI or kind == SRC_IRQ:
-            if kind == SRC_NMI:
-                v.ext_nmi += count
-            else:
-                v.ext_irq += count
-            v.ext_at = min(v.ext_at, v.now)
-            update_next_host(v)
+        if kind == SRC_NMI:
+            v.ext_nmi += count
+            v.ext_nmi_at = min64(v.ext_nmi_at, v.now)
+        elif kind == SRC_IRQ:
+            v.ext_irq += count
+            v.ext_irq_at = min64(v.ext_irq_at, v.now)
+        elif kind == SRC_PMI:
+            v.pmi_nmi_n += count
+            v.pmi_nmi_at = min64(v.pmi_nmi_at, v.now)
         else:
             raise ValueError(f"kind {kind} cannot be injected")
+        update_next(v, &self.params)
+        if kind == SRC_IRQ and self.params.apicv:
+            return False
         return bool(ks_kick(&v.mode))
 
     def set_trace(self, hook):
@@ -767,7 +1162,8 @@ cdef class Engine:
         return dict(zip(_spec.STATE_FIELDS, (
             v.now, v.mode, v.requests, v.nmi_queued, v.nmi_pending, v.nmi_injected,
             v.irq_pending, v.irq_injected, v.smi_pending, v.nmi_window, v.irq_window,
-            v.lvtpc_masked, v.nmi_blocked, v.irq_blocked, v.in_host)))
+            v.lvtpc_masked, v.nmi_blocked, v.irq_blocked, v.in_host, v.vnmi_pending,
+            v.halted, v.xfer, v.timer_pending)))
 
 
 

@@ -16,7 +16,9 @@ class ConfigError(ValueError):
         super().__init__("\n".join(f"{path}: {msg}" if path else msg for path, msg in problems))
 
     @classmethod
-    def from_pydantic(cls, err: ValidationError, prefix: str = "") -> ConfigError:
+    def from_pydantic(cls, err: ValidationError, prefix: str = "",
+                      unknown=lambda loc: None) -> ConfigError:
+        """unknown(loc) -> the message for an unknown field at loc, or None."""
         problems = []
         for e in err.errors(include_url=False):
             # Drop the member names pydantic adds inside unions (sources.1.poisson.rate).
@@ -27,7 +29,10 @@ class ConfigError(ValueError):
                 problems += [(".".join(x for x in (path, p) if x), m) for p, m in inner.problems]
                 continue
             msg = e["msg"].removeprefix("Value error, ")
-            if e["type"] != "value_error" and "input" in e:
+            named = unknown(tuple(e["loc"])) if e["type"] == "extra_forbidden" else None
+            if named:
+                msg = named
+            elif e["type"] != "value_error" and "input" in e:
                 msg = f"{msg} (got {e['input']!r})"
             problems.append((path, msg))
         return cls(problems)

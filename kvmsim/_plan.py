@@ -20,6 +20,7 @@ from ._workload import Periodic, Poisson
 @dataclass(frozen=True)
 class SourcePlan:
     vcpu: int
+    guest: bool           # acts only while the guest runs (else: from another CPU, any mode)
     kind: int             # Src
     bit: int              # request bit for Src.REQUEST, else 0
     dist: int             # Dist
@@ -41,7 +42,7 @@ class Plan:
 _NO_TIMES = np.zeros(0, np.int64)
 
 
-def _source_plans(cfg: Config) -> list[SourcePlan]:
+def _source_plans(cfg: Config, soft_timer: bool) -> list[SourcePlan]:
     wl = cfg.workload
     out = []
     for idx, s in enumerate(wl.sources):
@@ -50,7 +51,10 @@ def _source_plans(cfg: Config) -> list[SourcePlan]:
             kind = _spec.SRC_OF_KIND[s.kind]
         else:
             kind, bit = Src.REQUEST, catalogue.bit_of(s.kind.removeprefix("request:"))
-        shape = dict(kind=kind, bit=bit, mean_ns=0.0, period_ns=0, start_ns=0,
+        # The LAPIC timer on the VMX preemption timer fires in guest mode only; on a host
+        # hrtimer it fires on the host CPU in any mode (apic_timer_expired).
+        guest = kind in _spec.GUEST_SIDE or (kind == Src.TIMER and not soft_timer)
+        shape = dict(kind=kind, bit=bit, guest=guest, mean_ns=0.0, period_ns=0, start_ns=0,
                      times_ns=_NO_TIMES)
         if isinstance(s, Poisson):
             shape.update(dist=Dist.POISSON, mean_ns=NS / s.rate)
@@ -61,7 +65,8 @@ def _source_plans(cfg: Config) -> list[SourcePlan]:
             shape.update(dist=Dist.TRACE, times_ns=times_to_ns(s.times))
         targets = range(wl.vcpus) if s.vcpu is None else (s.vcpu,)
         out += [SourcePlan(vcpu=v, spawn_key=(v, idx + 1), **shape) for v in targets]
-    return out
+    # STI;HLT runs after whatever else the guest does at the same instant (with IF = 0).
+    return sorted(out, key=lambda sp: sp.kind == Src.HLT)
 
 
 def _fixed(values, n: int = _spec.N_BITS) -> list[int]:
@@ -79,27 +84,45 @@ def build(cfg: Config, interval_ns: int) -> Plan:
     for name, h in _spec.HANDLER_OF.items():
         handler[catalogue.bit_of(name)] = h
     handler_ns = [0] * _spec.N_BITS
-    for r in catalogue.CATALOGUE:
-        handler_ns[r.bit] = cfg.costs.handler_ns(r.name)
+    for name, bit in zip(cfg.check_order, order):   # a bit's name in this release
+        handler_ns[bit] = cfg.costs.handler_ns(name)
     raises = [0] * _spec.N_BITS
     for src, dsts in graph.noop_raises().items():
         raises[catalogue.bit_of(src)] = sum(1 << catalogue.bit_of(x) for x in dsts)
     noop = [b for b in (catalogue.bit_of(n) for n in graph.NOOP_NAMES) if b in order]
-    wl, costs = cfg.workload, cfg.costs
+    wl, costs, sw, host = cfg.workload, cfg.costs, cfg.switches, cfg.machine
+    intel = cfg.vendor == "intel"
+    soft_timer = not host["preemption_timer"]
+    pmu = _spec.GUEST_PMU_OF[cfg.guest_pmu]
+    # The guest's perf NMI handler runs on every NMI when perf programs LVTPC for NMIs.
+    ops = _spec.PMI_HANDLER_OPS[pmu] if wl.lvtpc == "nmi" else ((), ())
     params = dict(
         n_checks=len(order), order=_fixed(order), rank=rank, handler=_fixed(handler),
         handler_ns=handler_ns, raises=raises,
-        unconsumable=sum(1 << b for b in range(_spec.N_BITS) if rank[b] == _spec.UNCHECKED),
+        unconsumable=sum(1 << b for b in range(_spec.N_BITS)
+                         if rank[b] == _spec.UNCHECKED and b != _spec.UNBLOCK_BIT),
         n_noop=len(noop), noop_bits=_fixed(noop),
         **{f"cost_{c.name}": getattr(costs, c.name) for c in _spec.COSTS if c.name != "handler"},
-        intel=int(cfg.vendor == "intel"), lvtpc=Lvtpc[wl.lvtpc.upper()],
+        intel=int(intel), lvtpc=Lvtpc[wl.lvtpc.upper()],
+        automask=int(sw["lvtpc_automask"] == "all"
+                     or (sw["lvtpc_automask"] == "intel" and intel)),
+        pmi_irq_work=int(sw["pmi_delivery"] == "irq_work"),
+        nmi_event_always=int(sw["process_nmi_event"] == "always"),
+        apicv=int(host["apicv"]), ipiv=int(host["ipiv"]), vnmi=int(host["vnmi"]),
+        iret_exits=int(not intel and not host["vnmi"]), idle_hlt=int(host["idle_hlt"]),
+        fastpath_reenter=int(sw["fastpath_reenter"] == "timer-icr-hlt"),
+        soft_timer=int(soft_timer),
+        pmi_ops_n=[len(seq) for seq in ops],
+        pmi_ops_pmu=[sum(1 << i for i, op in enumerate(seq) if op == "PMU") for seq in ops],
+        pmi_ops_lvtpc=[seq.index("LVTPC") if "LVTPC" in seq else -1 for seq in ops],
+        amd_nmi_window_ns=0 if pmu == _spec.GuestPmu.INTEL else _spec.AMD_NMI_WINDOW_NS,
+        pmi_skid_ns=to_ns(wl.pmi_skid, 0),
         nmi_handler_ns=to_ns(wl.nmi_handler, 0), irq_handler_ns=to_ns(wl.irq_handler, 0),
         guest_exit_mean_ns=NS / wl.guest_exit_rate if wl.guest_exit_rate > 0 else 0.0,
         interval_ns=interval_ns,
     )
-    assert list(params) == [p.name for p in _spec.PARAMS]
     return Plan(vcpus=wl.vcpus, seed=cfg.seed, params=params,
-                sources=tuple(_source_plans(cfg)))
+                sources=tuple(_source_plans(cfg, soft_timer)))
 
 
 def bit_generator(seed: int, spawn_key: tuple[int, int]) -> np.random.PCG64:

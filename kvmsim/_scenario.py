@@ -79,8 +79,9 @@ class Scenario(Validated):
         return cls.from_toml(text, source="<stdin>" if str(path) == "-" else str(path))
 
     def to_toml(self) -> str:
+        config = self.config.model_dump(mode="json", exclude_none=True)
         data = {"duration": self.duration, "interval": self.interval,
-                **self.config.model_dump(mode="json", exclude_none=True)}
+                **{k: v for k, v in config.items() if v != {}}}   # no empty [host]
         return tomli_w.dumps(data)
 
     def run(self, keep=None) -> Result:

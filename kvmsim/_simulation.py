@@ -276,6 +276,7 @@ class Simulation:
                 self._now.min() == self._now.max() else self._first * self.interval_ns
             states = [self.engine.state(v) for v in range(self.plan.vcpus)]
         outstanding = np.array([s["nmi_queued"] + s["nmi_pending"] + s["nmi_injected"]
+                                + s["vnmi_pending"]
                                 for s in states], dtype=np.int64)
         return Result(self.config, self.interval_ns, duration, self.columns, kept, totals,
                       outstanding)

@@ -21,7 +21,8 @@ POLL_EVERY = 1 << 15             # loop steps between two looks for Ctrl-C or a 
 
 
 class Src(IntEnum):
-    """Source kinds. Guest-side kinds (below NMI) happen only while the guest runs."""
+    """Source kinds. Which side an arrival acts on is decided per source (SourcePlan.guest):
+    guest-side ones happen only while the guest runs, host-side ones in any mode."""
     EXIT = 0
     PMI = 1
     EMUL_PMI = 2
@@ -29,11 +30,42 @@ class Src(IntEnum):
     IRQ = 4
     REQUEST = 5
     REQUEST_NOOP = 6
+    TIMER = 7          # the guest's LAPIC timer: VMX preemption timer, or a host hrtimer
+    HLT = 8            # the guest executes STI;HLT
+    IPI_SELF = 9       # the guest sends a fixed IPI to itself
+    TASK_WORK = 10     # need_resched / a signal on the vCPU thread (xfer_to_guest_mode work)
 
 
-FIRST_HOST_SRC = Src.NMI
 SRC_OF_KIND = {"exit": Src.EXIT, "pmi": Src.PMI, "emulated-pmi": Src.EMUL_PMI,
-               "nmi": Src.NMI, "irq": Src.IRQ, "request:noop": Src.REQUEST_NOOP}
+               "nmi": Src.NMI, "irq": Src.IRQ, "request:noop": Src.REQUEST_NOOP,
+               "timer": Src.TIMER, "hlt": Src.HLT, "ipi:self": Src.IPI_SELF,
+               "task-work": Src.TASK_WORK}
+GUEST_SIDE = {Src.EXIT, Src.PMI, Src.EMUL_PMI, Src.HLT, Src.IPI_SELF}   # TIMER: per host
+
+
+class GuestPmu(IntEnum):
+    """How the guest's perf NMI handler treats the PMU and LVTPC (arch/x86/events)."""
+    INTEL = 0           # intel_pmu_handle_irq, late ack: LVTPC written last
+    AMD_LEGACY = 1      # x86_pmu_handle_irq: LVTPC written first
+    AMD_PERFMON_V2 = 2  # amd_pmu_v2_handle_irq: LVTPC never written
+
+
+GUEST_PMU_OF = {"intel": GuestPmu.INTEL, "amd-legacy": GuestPmu.AMD_LEGACY,
+                "amd-perfmon-v2": GuestPmu.AMD_PERFMON_V2}
+
+# The intercepted accesses of the guest's perf NMI handler, in order: one VM-exit each
+# (every PMU MSR and RDPMC is intercepted by the perf-based vPMU). "PMU" marks a write that
+# makes KVM reprogram counters (KVM_REQ_PMU); "LVTPC" the write that unmasks LVTPC. The first
+# sequence runs when the NMI finds an overflow (a PMI), the second when it finds none.
+PMI_HANDLER_OPS: dict[GuestPmu, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    # intel_pmu_handle_irq: disable all, status, ack, RDPMC + reload, status, enable, LVTPC
+    GuestPmu.INTEL: (("PMU", "", "", "", "PMU", "", "PMU", "LVTPC"), ("PMU", "", "PMU", "LVTPC")),
+    # x86_pmu_handle_irq: LVTPC first, then each counter read (RDPMC) and reloaded
+    GuestPmu.AMD_LEGACY: (("LVTPC", "", "PMU"), ("LVTPC", "")),
+    # amd_pmu_v2_handle_irq: disable, status, RDPMC + reload, status clear, enable
+    GuestPmu.AMD_PERFMON_V2: (("PMU", "", "", "PMU", "", "PMU"), ("PMU", "", "PMU")),
+}
+AMD_NMI_WINDOW_NS = 100_000_000    # amd_pmu_adjust_nmi_window: perf_nmi_window, 100 ms
 
 
 class Dist(IntEnum):
@@ -95,6 +127,7 @@ class TraceEvent(IntEnum):
     INJ_VIRQ = 5             # kvm_inj_virq
     ENTRY = 6                # kvm_entry           b: requests
     CANCEL = 7               # vmx_cancel_injection  b: requests
+    HALT = 8                 # kvm_vcpu_block      a: 1 blocked, 0 woken
 
 
 class ExitReason(IntEnum):
@@ -103,11 +136,13 @@ class ExitReason(IntEnum):
     EXTERNAL_INTERRUPT = 1   # a kick: another CPU's IPI
     EXCEPTION_NMI = 2        # the host NMI of a guest counter overflow
     EPT_MISCONFIG = 3        # an emulated instruction (emulated-pmi)
-    PREEMPTION_TIMER = 4     # req_immediate_exit
+    PREEMPTION_TIMER = 4     # req_immediate_exit, or the guest's timer (VMX preemption timer)
     NMI_WINDOW = 5
     INTERRUPT_WINDOW = 6
-    MSR_WRITE = 7            # the guest PMI handler's LVTPC write
+    MSR_WRITE = 7            # an access of the guest's perf NMI handler (MSR, RDPMC, LVTPC)
     IRET = 8                 # SVM's IRET intercept
+    HLT = 9
+    ICR_WRITE = 10           # the guest sends an IPI (x2APIC ICR write)
 
 
 # Each TraceEvent as the kernel names its tracepoint or function, and the counter it counts.
@@ -120,9 +155,13 @@ TRACEPOINTS: dict[TraceEvent, tuple[str, str | None]] = {
     TraceEvent.INJ_VIRQ: ("kvm_inj_virq", None),
     TraceEvent.ENTRY: ("kvm_entry", "vmenters"),
     TraceEvent.CANCEL: ("vmx_cancel_injection", "canceled_vmenters"),
+    TraceEvent.HALT: ("kvm_vcpu_block", None),
 }
 
 SPECIAL_BITS = {name: catalogue.bit_of(name) for name in HANDLER_OF}
+# KVM_REQ_UNBLOCK: no check of vcpu_enter_guest() clears it; vcpu_run() does, after each
+# vcpu_enter_guest() that returned to it.
+UNBLOCK_BIT = catalogue.NOT_CHECKED["UNBLOCK"][0]
 
 
 @dataclass(frozen=True)
@@ -149,6 +188,7 @@ COSTS: tuple[Cost, ...] = (
     Cost("event", 470, "the EVENT block: kvm_check_and_inject_events"),
     Cost("state_load", 90, "kvm_mmu_reload .. kvm_vcpu_exit_request"),
     Cost("cancel", 90, "the cancel path and the next vcpu_run iteration"),
+    Cost("task_work", 3000, "xfer_to_guest_mode_handle_work: a schedule() or a signal"),
 )
 # Handler costs of the requests with their own handler; every other request costs `handler`.
 DEFAULT_HANDLER_NS = {"NMI": 30, "PMU": 500, "PMI": 150, "SMI": 30}
@@ -168,6 +208,21 @@ PARAMS: tuple[Param, ...] = (
     *(Param(f"cost_{c.name}", "int64_t", c.doc) for c in COSTS if c.name != "handler"),
     Param("intel", "uint8_t", "Intel host and guest CPUID (else AMD)"),
     Param("lvtpc", "int32_t", "Lvtpc code of the guest's LVTPC"),
+    Param("automask", "uint8_t", "kvm_apic_local_deliver masks LVTPC after a PMI (profile)"),
+    Param("pmi_irq_work", "uint8_t", "a host PMI outside guest mode goes through irq_work"),
+    Param("nmi_event_always", "uint8_t", "process_nmi raises KVM_REQ_EVENT with none pending"),
+    Param("apicv", "uint8_t", "APICv / AVIC: fixed interrupts are posted, not injected"),
+    Param("ipiv", "uint8_t", "IPI virtualisation: a guest's IPI does not exit"),
+    Param("vnmi", "uint8_t", "AMD vNMI: one NMI waits in V_NMI_PENDING, no window exits"),
+    Param("iret_exits", "uint8_t", "SVM without vNMI intercepts the guest's IRET"),
+    Param("idle_hlt", "uint8_t", "AMD Idle HLT: HLT with a pending interrupt does not exit"),
+    Param("fastpath_reenter", "uint8_t", "ICR writes and HLT re-enter from the fastpath"),
+    Param("soft_timer", "uint8_t", "the LAPIC timer is a host hrtimer (no preemption timer)"),
+    Param("pmi_ops_n", "int32_t[2]", "accesses of the guest's perf NMI handler: PMI, no PMI"),
+    Param("pmi_ops_pmu", "uint32_t[2]", "those that make KVM reprogram (KVM_REQ_PMU)"),
+    Param("pmi_ops_lvtpc", "int32_t[2]", "the one that unmasks LVTPC, or -1"),
+    Param("amd_nmi_window_ns", "int64_t", "an unclaimed NMI this soon after a PMI is claimed"),
+    Param("pmi_skid_ns", "int64_t", "from a guest counter overflow to the host's NMI"),
     Param("nmi_handler_ns", "int64_t", "guest NMI handler time"),
     Param("irq_handler_ns", "int64_t", "guest IRQ handler time"),
     Param("guest_exit_mean_ns", "double", "mean guest run between its own exits; 0: none"),
@@ -209,6 +264,16 @@ EVENTS: tuple[Counter, ...] = (
     Counter("irqs_coalesced", "kvmsim:irqs_coalesced", "IRR sets that found the bit set"),
     Counter("irqs_injected", "kvmsim:irqs_injected", "IRQs delivered by a completed VM-Enter"),
     Counter("smis_injected", "kvmsim:smis_injected", "enter_smm from the EVENT block"),
+    Counter("halt_exits", "kvmsim:halt_exits", "HLT exits (kvm_emulate_halt, stat halt_exits)"),
+    Counter("nmis_unknown", "kvmsim:nmis_unknown",
+            "NMIs the guest finds no reason for (\"Uhhuh. NMI received for unknown reason\")"),
+    Counter("pmis_irq_work", "kvmsim:pmis_irq_work",
+            "PMIs delivered by kvm_pmi_trigger_fn (irq_work), not by KVM_REQ_PMI"),
+    Counter("fastpath_exits", "kvmsim:fastpath_exits",
+            "exits handled in the fastpath that re-entered the guest without a pass"),
+    Counter("task_work", "kvmsim:task_work", "xfer_to_guest_mode_handle_work runs in vcpu_run"),
+    Counter("cancels_task_work", "kvmsim:cancels_task_work",
+            "cancels with no request pending: task work (need_resched, a signal) or a kick"),
 )
 
 PHASES: tuple[Counter, ...] = tuple(
@@ -220,6 +285,8 @@ PHASES: tuple[Counter, ...] = tuple(
         ("state_load", "simulated ns from kvm_mmu_reload to kvm_vcpu_exit_request()"),
         ("vmenter", "simulated ns of VM-Enters"),
         ("cancel", "simulated ns of the cancel path"),
+        ("task_work", "simulated ns in xfer_to_guest_mode_handle_work (schedule, signals)"),
+        ("halted", "simulated ns blocked in kvm_vcpu_block after HLT"),
     ))
 
 # One column per request bit in each group: checks that fired; cancels with the bit pending
@@ -243,7 +310,7 @@ def column(counter: str) -> int:
     if counter in COLUMN:
         return COLUMN[counter]
     group, _, request = counter.rpartition(".")
-    return BIT_BASE[group] + catalogue.bit_of(request)
+    return BIT_BASE[group] + catalogue.bit_of_any(request)
 
 
 def column_name(col: int) -> str:
@@ -252,13 +319,15 @@ def column_name(col: int) -> str:
         return COUNTERS[col].name
     group = list(BIT_GROUPS)[(col - REQ_BASE) // N_BITS]
     bit = (col - REQ_BASE) % N_BITS
-    return f"{group}.{catalogue.BY_BIT[bit].name if bit in catalogue.BY_BIT else f'bit{bit}'}"
+    name = catalogue.name_of(bit)
+    return f"{group}.{name.removeprefix('KVM_REQ_') if name.startswith('KVM_REQ_') else 'bit' + str(bit)}"
 
 
 # vCPU state that Engine.state(vcpu) reports, as in struct kvm_vcpu where there is a twin.
 STATE_FIELDS = ("now", "mode", "requests", "nmi_queued", "nmi_pending", "nmi_injected",
                 "irq_pending", "irq_injected", "smi_pending", "nmi_window", "irq_window",
-                "lvtpc_masked", "nmi_blocked", "irq_blocked", "in_host")
+                "lvtpc_masked", "nmi_blocked", "irq_blocked", "in_host", "vnmi_pending",
+                "halted", "xfer", "timer_pending")
 
 
 def enums() -> dict[str, dict[str, int]]:
@@ -277,8 +346,9 @@ def enums() -> dict[str, dict[str, int]]:
                **{f"{g.replace('cancels.', 'CANCEL_').upper()}_BASE": b
                   for g, b in BIT_BASE.items()},
                "COLUMNS": N_COLUMNS},
-        "": {**{m.name: m.value for m in Mode}, "FIRST_HOST_SRC": int(FIRST_HOST_SRC),
-             "UNCHECKED": UNCHECKED, "POLL_EVERY": POLL_EVERY, "N_BITS": N_BITS},
+        "GPMU_": {m.name: m.value for m in GuestPmu},
+        "": {**{m.name: m.value for m in Mode}, "UNCHECKED": UNCHECKED,
+             "POLL_EVERY": POLL_EVERY, "N_BITS": N_BITS, "BIT_UNBLOCK": UNBLOCK_BIT},
     }
 
 

@@ -12,9 +12,9 @@ from . import _spec, catalogue
 from ._limits import MAX_RATE, MAX_SECONDS, Seconds, SecondsOrZero, times_to_ns
 from ._validated import Validated
 
-KIND_HELP = ("'pmi', 'emulated-pmi', 'nmi', 'irq', 'exit', 'request:NAME' (NAME from "
-             "`kvmsim orders`) or 'request:noop' (a no-op request the order checks, chosen "
-             "uniformly per arrival)")
+KIND_HELP = ("'pmi', 'emulated-pmi', 'nmi', 'irq', 'timer', 'exit', 'hlt', 'ipi:self', "
+             "'task-work', 'request:NAME' (NAME from `kvmsim orders`) or 'request:noop' (a "
+             "no-op request the order checks, chosen uniformly per arrival)")
 
 
 def _check_kind(kind: str) -> str:
@@ -98,6 +98,14 @@ class Workload(Validated):
     nmi_handler: SecondsOrZero = Field(5e-6, le=1.0,
                                        description="guest NMI handler time until IRET, s")
     irq_handler: SecondsOrZero = Field(2e-6, le=1.0, description="guest IRQ handler time, s")
+    guest_pmu: Literal["intel", "amd-legacy", "amd-perfmon-v2"] | None = Field(
+        None, description="the guest's perf PMI handler (arch/x86/events): how it treats "
+                          "LVTPC and which PMU accesses exit; None: the vendor's (intel, or "
+                          "amd-legacy)")
+    pmi_skid: SecondsOrZero = Field(0.0, le=1e-3,
+                                    description="from a guest counter overflow to the host's "
+                                                "NMI, s: an exit in between leaves that NMI "
+                                                "to land in host context")
 
     @model_validator(mode="after")
     def _vcpu_in_range(self) -> Workload:
@@ -115,7 +123,8 @@ class Workload(Validated):
 # What an arrival of each kind posts directly; request:noop posts only no-op requests the
 # order checks (_plan.py).
 _RAISES = {"pmi": {"PMI", "PMU"}, "emulated-pmi": {"PMU"}, "nmi": {"NMI"}, "irq": {"EVENT"},
-           "exit": set(), "request:noop": set()}
+           "exit": set(), "request:noop": set(), "timer": {"EVENT"}, "hlt": set(),
+           "ipi:self": {"EVENT"}, "task-work": set()}
 
 
 def raised_by(kind: str) -> set[str]:
@@ -124,16 +133,16 @@ def raised_by(kind: str) -> set[str]:
 
 
 def _spec2017_vtune(vcpus: int = 8, scale: float = 1.0) -> Workload:
-    # docs/calibration.md explains every number here.
+    # docs/calibration.md explains every number here; pmi and pmi_skid are calibrated.
     return Workload(
         vcpus=vcpus,
         guest_exit_rate=10_000.0 * scale,
         sources=[
             Poisson("pmi", rate=187.0 * scale),          # VTune sampling, PMIs as NMIs
-            Periodic("irq", period=0.004 / scale),       # guest tick, HZ=250
-            Poisson("request:noop", rate=60.0 * scale),  # other CPUs' requests
+            Periodic("timer", period=0.004 / scale),     # guest tick, HZ=250
             Poisson("irq", rate=60.0 * scale),           # IPIs from the other vCPUs
         ],
+        pmi_skid=1e-6,                                   # overflow -> host NMI
     )
 
 

@@ -106,6 +106,11 @@ def canonical(name: str) -> str:
     return BY_NAME[name].name
 
 
+def bit_of_any(name: str) -> int:
+    """The bit of a request, checked by vcpu_enter_guest() or not (UNBLOCK)."""
+    return NOT_CHECKED[name][0] if name in NOT_CHECKED else bit_of(name)
+
+
 def name_of(bit: int) -> str:
     """KVM_REQ_<NAME> of a bit, for messages (bit <N> where no request has it)."""
     if bit in BY_BIT:

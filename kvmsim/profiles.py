@@ -115,17 +115,34 @@ SWITCHES: tuple[Switch, ...] = (
              "intercept verified in 7.2.13 arch/x86/kvm/svm/svm.c init_vmcb 1182-1183, "
              "absent in v6.14")))),
     Switch(
-        "fastpath_hlt", (False, True),
-        "handle_fastpath_hlt() (x86.c, called from vmx_exit_handlers_fastpath and "
-        "svm_exit_handlers_fastpath) emulates HLT in the fastpath and returns "
-        "EXIT_FASTPATH_REENTER_GUEST when the vCPU is still runnable (an event is already "
-        "pending), so the guest is re-entered without leaving vcpu_enter_guest().",
+        "ipiv", (False, True),
+        "kvm_intel supports IPI virtualisation (vmx.c module parameter enable_ipiv, default Y, "
+        "in effect with APICv on CPUs with tertiary controls, Sapphire Rapids and later): a "
+        "guest's ICR write posts the IPI to the target's posted-interrupt descriptor without "
+        "a VM-exit on the sender.",
         ((False, None),
          (True, Citation(
+             "", "KVM: VMX: enable IPI virtualization", "v5.16..v6.1",
+             "UNVERIFIED: commit and first release not identified; `enable_ipiv` verified in "
+             "v6.1-rc7 arch/x86/kvm/vmx/vmx.c 108, absent in v5.15")))),
+    Switch(
+        "fastpath_reenter", ("timer", "timer-icr-hlt"),
+        "The VM-exits the fastpath handles and re-enters the guest from without leaving "
+        "vcpu_enter_guest() (EXIT_FASTPATH_REENTER_GUEST; the loop ends on a pending request "
+        "with EXIT_FASTPATH_EXIT_HANDLED, not through cancel_injection). timer: the VMX "
+        "preemption timer and TSC_DEADLINE writes (handle_fastpath_preemption_timer, "
+        "handle_fastpath_set_msr_irqoff); an x2APIC ICR write is handled there but returns "
+        "EXIT_FASTPATH_EXIT_HANDLED. timer-icr-hlt: the ICR write re-enters too, and "
+        "handle_fastpath_hlt() (x86.c, VMX and SVM) re-enters after HLT when the vCPU is still "
+        "runnable.",
+        (("timer", None),
+         ("timer-icr-hlt", Citation(
              "", "", "v6.10..v6.12",
              "UNVERIFIED: commit and first release not identified; handle_fastpath_hlt is in "
-             "v6.12 arch/x86/kvm/x86.c 11331 (vmx/vmx.c 7275, svm/svm.c 4173), absent in "
-             "v6.9")))),
+             "v6.12 arch/x86/kvm/x86.c 11331 (vmx/vmx.c 7275, svm/svm.c 4173) and "
+             "handle_fastpath_set_msr_irqoff (2181) returns EXIT_FASTPATH_REENTER_GUEST for the "
+             "ICR write (2208); in v6.9 no handle_fastpath_hlt and the ICR write returns "
+             "EXIT_FASTPATH_EXIT_HANDLED (x86.c 2195)")))),
     Switch(
         "avic_default", ("off", "auto"),
         "Default of kvm_amd's avic parameter: off, or auto (AVIC on for Zen 4 and later with "

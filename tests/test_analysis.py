@@ -8,11 +8,11 @@ import re
 import pytest
 
 import kvmsim
-from kvmsim import _orders as orders
+from kvmsim import profiles
 from kvmsim import analysis, catalogue, graph
 from kvmsim.graph import Context
 
-PRE = orders.PRESETS["linux-6.6"]
+PRE = profiles.PROFILES["linux-6.6"].order
 MODEL_MD = pathlib.Path(__file__).parent.parent / "docs" / "model.md"
 # An edge's source: "file function @ tree", the tree a kvm-x86/linux commit or a release tag.
 CITE = re.compile(r"(?P<file>[\w/]+\.[ch]) (?P<fn>\w+) @ "
@@ -56,7 +56,7 @@ def test_linux66_has_the_pmi_nmi_back_edge():
 
 @pytest.mark.parametrize("preset", ["linux-6.7", "linux-6.19"])
 def test_later_kernels_are_clean_on_the_pmi_path(preset):
-    order = orders.PRESETS[preset]
+    order = profiles.PROFILES[preset].order
     for lvtpc in graph.LVTPC_MODES:
         all_edges = {(b.edge.src, b.edge.dst) for b in
                      analysis.back_edges(order, Context(lvtpc=lvtpc))}
@@ -82,7 +82,7 @@ def test_optimizer_for_lvtpc_smi_moves_smi():
 
 @pytest.mark.parametrize("preset", ["linux-6.7", "linux-6.19"])
 def test_optimizer_leaves_clean_orders_alone(preset):
-    assert analysis.optimize(orders.PRESETS[preset], Context()) == (orders.PRESETS[preset], [])
+    assert analysis.optimize(profiles.PROFILES[preset].order, Context()) == (profiles.PROFILES[preset].order, [])
 
 
 SMALL = ("VM_DEAD", "TLB_FLUSH", "TLB_FLUSH_CURRENT", "TLB_FLUSH_GUEST", "PMU", "PMI", "NMI",

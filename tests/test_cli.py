@@ -62,9 +62,9 @@ def test_stat_several_events_with_units(cli):
 
 
 def test_stat_order_list_must_cover_the_workload(cli):
-    # spec2017-vtune raises NMI through PMI, and posts no-op requests: this order checks
-    # neither NMI nor any no-op request.
-    p = cli("stat", "--order", "PMU,PMI,SMI,EVENT", "--workload", "spec2017-vtune",
+    # anchor raises NMI through PMI, and posts no-op requests: this order checks neither NMI
+    # nor any no-op request.
+    p = cli("stat", "--order", "PMU,PMI,SMI,EVENT", "--workload", "anchor",
             "--duration", "1", "-I", "1000")
     assert p.returncode == 2
     assert "never checks NMI" in p.stderr and "none of the no-op requests" in p.stderr
@@ -91,13 +91,33 @@ def test_compare_runs_orders_side_by_side(cli):
 def test_orders_lists_presets_and_bits(cli):
     p = cli("orders", "linux-6.6")
     assert p.returncode == 0
-    names = [line.split()[1] for line in p.stdout.splitlines()]
+    lines = p.stdout.splitlines()
+    names = [line.split()[1] for line in lines if not line.startswith("#")]
     assert names.index("NMI") < names.index("PMI") and names[-1] == "EVENT"
     assert "NMI                            bit 17" in p.stdout
+    # then the profile's behaviour switches
+    assert [ln for ln in lines if ln.startswith("# ")][1:] == [
+        "# lvtpc_automask = all", "# pmi_delivery = request", "# process_nmi_event = pending",
+        "# vnmi = True", "# idle_hlt = False", "# ipiv = True", "# fastpath_reenter = timer",
+        "# avic_default = off"]
+
+
+def test_orders_profiles_table(cli):
+    p = cli("orders", "--profiles")
+    assert p.returncode == 0, p.stderr
+    rows = [line.split() for line in p.stdout.splitlines()]
+    assert rows[0][:4] == ["profile", "release", "SMI/NMI/PMU/PMI", "lvtpc_automask"]
+    by_name = {r[0]: r for r in rows[1:]}
+    assert by_name["linux-6.1.y"][1:] == ["v6.1.192", "SMI", "NMI", "PMU", "PMI", "intel",
+                                          "irq_work", "always", "False", "False", "True",
+                                          "timer", "off"]
+    assert len(by_name) == len(kvmsim_presets())
+    cites = cli("orders", "--citations")
+    assert "73554b29bd70" in cites.stdout and cites.returncode == 0
 
 
 @pytest.mark.parametrize("args,needles", [
-    (["stat", "--order", "linux-6.5"], ["--order", "'linux-6.5'", "linux-6.6"]),
+    (["stat", "--order", "linux-6.4"], ["--order", "'linux-6.4'", "linux-6.6"]),
     (["stat", "--workload", "nope"], ["--workload", "'nope'", "spec2017-vtune"]),
     (["stat", "--duration", "0"], ["--duration", "allowed: seconds in 1e-09..1e+09"]),
     (["stat", "-I", "-5"], ["-I", "-5 ms; allowed: milliseconds in 1e-06..1e+12"]),
@@ -123,7 +143,7 @@ def test_bad_input_exits_2_without_traceback(cli, args, needles):
 
 
 def test_all_problems_reported_at_once(cli):
-    p = cli("stat", "--order", "linux-6.5", "--workload", "nope", "--duration", "-1",
+    p = cli("stat", "--order", "linux-6.4", "--workload", "nope", "--duration", "-1",
             "-e", "foo")
     assert p.returncode == 2
     assert {line.split(": ")[2] for line in p.stderr.splitlines()} == {
@@ -175,17 +195,17 @@ def test_scenario_file_and_flags_override(cli, tmp_path):
     before = cli("stat", str(f))
     after = cli("stat", str(f), "--order", "linux-6.7")
     assert before.returncode == after.returncode == 0
-    assert [int(line.split()[1]) for line in before.stdout.splitlines()[1:]] == [14889, 14886]
+    assert [int(line.split()[1]) for line in before.stdout.splitlines()[1:]] == [14865, 14875]
     assert all(int(line.split()[1]) < 60 for line in after.stdout.splitlines()[1:])
 
 
 def test_bad_scenario_file_reports_every_problem_with_lines(cli, tmp_path):
     f = tmp_path / "bad.toml"
-    f.write_text('order = "linux-6.5"\nseed = -1\n[workload]\nvcpus = 2\n'
+    f.write_text('order = "linux-6.4"\nseed = -1\n[workload]\nvcpus = 2\n'
                  '[[workload.sources]]\ntype = "poisson"\nkind = "nmi"\nrate = -3\n')
     p = cli("stat", str(f))
     assert p.returncode == 2 and "Traceback" not in p.stderr
-    assert f"{f}:1: order: unknown order 'linux-6.5'" in p.stderr
+    assert f"{f}:1: order: unknown order 'linux-6.4'" in p.stderr
     assert f"{f}:2: seed:" in p.stderr
     assert f"{f}:8: workload.sources.0.rate:" in p.stderr
 
@@ -337,7 +357,8 @@ def test_what_if_table(cli):
     assert p.returncode == 0, p.stderr
     rows = {line.split()[0]: line.split()[1:] for line in p.stdout.splitlines()[2:]}
     assert rows["NMI"][2] == "PMI" and 1_300 <= float(rows["NMI"][1].replace(",", "")) <= 1_700
-    assert float(rows["EVENT"][0]) > 0            # IRQs landing after the EVENT check
+    # host NMIs of guest overflows that land after the PMU check (the calibrated pmi_skid)
+    assert float(rows["PMU"][0]) > 0
 
 
 def test_order_from_source_feeds_simulate(cli):
@@ -351,8 +372,8 @@ def test_order_from_source_feeds_simulate(cli):
 
 
 def kvmsim_presets():
-    from kvmsim._orders import PRESETS
-    return PRESETS
+    from kvmsim.profiles import PROFILES
+    return {name: p.order for name, p in PROFILES.items()}
 
 
 def test_ctrl_c_stops_every_compared_run_together(tmp_path):
@@ -421,7 +442,7 @@ def test_scenario_on_standard_input(tmp_path):
     p = subprocess.run([sys.executable, "-m", "kvmsim", "stat", "-", "--duration", "20"],
                        input=text, capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert p.returncode == 0, p.stderr
-    assert [int(line.split()[1]) for line in p.stdout.splitlines()[1:]] == [14889, 14886]
+    assert [int(line.split()[1]) for line in p.stdout.splitlines()[1:]] == [14865, 14875]
 
 
 def test_interval_in_fractions_of_a_millisecond(cli):

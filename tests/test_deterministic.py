@@ -13,17 +13,39 @@ def pmi_only(**kw):
     return Workload(vcpus=1, sources=[Trace("pmi", times=PMIS, vcpu=0)], **kw)
 
 
-@pytest.mark.parametrize("vendor", ["intel", "amd"])
-def test_linux66_cancels_once_per_pmi(sim, vendor):
-    t = sim(pmi_only(), order="linux-6.6", duration=0.05, vendor=vendor).totals
+# The guest's perf NMI handler per PMI (kvmsim._spec.PMI_HANDLER_OPS): intercepted PMU accesses,
+# of which writes that make KVM reprogram counters raise KVM_REQ_PMU.
+#   intel (intel_pmu_handle_irq): 8 accesses, 3 reprogramming writes, LVTPC written last;
+#   amd-legacy (x86_pmu_handle_irq): 3 accesses, 1 reprogramming write, LVTPC written first;
+#   amd-perfmon-v2 (amd_pmu_v2_handle_irq): 6 accesses, 3 reprogramming writes, no LVTPC write.
+# Exits per PMI: the host's NMI, then one per access; with vNMI (AMD's default since v6.4) no
+# IRET intercept and no NMI injection by KVM.
+@pytest.mark.parametrize("vendor,guest_pmu,exits,pmu_requests", [
+    ("intel", None, 1 + 8, 1 + 3),
+    ("amd", None, 1 + 3, 1 + 1),
+    ("amd", "amd-perfmon-v2", 1 + 6, 1 + 3),
+])
+def test_linux66_cancels_once_per_pmi(sim, vendor, guest_pmu, exits, pmu_requests):
+    t = sim(pmi_only(guest_pmu=guest_pmu), order="linux-6.6", duration=0.05, vendor=vendor,
+            behaviour={"lvtpc_automask": "none"}).totals
     assert t["pmis_delivered"] == 20
     assert t["canceled_vmenters"] == 20       # the PMI -> NMI back edge, once per PMI
-    assert t["nmis_injected"] == 20 and t["nmis_dropped"] == 0
-    # Two exits per PMI: the host NMI, and the end of the guest's NMI handler
-    # (its LVTPC write; on AMD also the intercepted IRET).
-    assert t["vmexits"] == 40
-    assert t["vmenter_attempts"] == 1 + 40 + 20
-    assert t["requests.NMI"] == 20 and t["requests.PMI"] == 20 and t["requests.PMU"] == 20
+    assert t["nmis_injected"] == 20 and t["nmis_dropped"] == 0 and t["nmis_unknown"] == 0
+    assert t["vmexits"] == 20 * exits
+    assert t["vmenter_attempts"] == 1 + 20 * exits + 20
+    assert t["requests.NMI"] == 20 and t["requests.PMI"] == 20
+    assert t["requests.PMU"] == 20 * pmu_requests
+    # KVM injects the NMI (KVM_REQ_EVENT) on Intel; vNMI hands it to the CPU on AMD.
+    assert t["requests.EVENT"] == (20 if vendor == "intel" else 0)
+
+
+def test_amd_without_vnmi_intercepts_iret(sim):
+    t = sim(pmi_only(), order="linux-6.6", duration=0.05, vendor="amd",
+            host=kvmsim.Host(vnmi=False)).totals
+    # svm_inject_nmi sets the IRET intercept: one more exit per PMI (iret_interception,
+    # counted as an NMI-window exit), which raises KVM_REQ_EVENT.
+    assert t["vmexits"] == 20 * (1 + 3 + 1) and t["nmi_window_exits"] == 20
+    assert t["requests.EVENT"] == 20 + 20 and t["canceled_vmenters"] == 20
 
 
 @pytest.mark.parametrize("order", ["linux-6.7", "linux-6.19"])
@@ -31,7 +53,7 @@ def test_pmi_before_nmi_never_cancels(sim, order):
     t = sim(pmi_only(), order=order, duration=0.05).totals
     assert t["canceled_vmenters"] == 0
     assert t["nmis_injected"] == 20
-    assert t["vmenter_attempts"] == t["vmenters"] == 41
+    assert t["vmenter_attempts"] == t["vmenters"] == 1 + 20 * 9
 
 
 def test_three_nmis_at_one_instant(sim):
@@ -49,14 +71,43 @@ def test_nmi_limit_is_one_while_masked(sim):
     assert (t["nmis_injected"], t["nmis_dropped"]) == (2, 1)
 
 
-def test_lvtpc_masked_until_guest_unmasks(sim):
-    # Intel auto-masks LVTPC on delivery; a second PMI inside the NMI handler is dropped.
-    wl = Workload(vcpus=1, sources=[Trace("pmi", times=[MS, MS + 1e-6])])
-    intel = sim(wl, vendor="intel").totals
-    assert (intel["pmis_delivered"], intel["pmis_dropped"]) == (1, 1)
-    amd = sim(wl, vendor="amd").totals
-    assert (amd["pmis_delivered"], amd["pmis_dropped"]) == (2, 0)
-    assert amd["nmis_injected"] == 2
+# Three pairs of PMIs, the second 1 us after the first: it overflows at the VM-Enter that
+# injects the first's NMI, while the guest's NMI handler (5 us of guest time) runs.
+PAIRS = [t * MS + d for t in (1, 2, 3) for d in (0, 1e-6)]
+
+
+@pytest.mark.parametrize("vendor,guest_pmu,rule,delivered,exits", [
+    # LVTPC never masked: every PMI is delivered; the second NMI waits for the first's IRET
+    # (an NMI-window exit on Intel; vNMI holds it in V_NMI_PENDING on AMD).
+    ("intel", "intel", "none", 6, 3 * (1 + 8 + 1 + 1 + 8)),
+    ("amd", "amd-legacy", "none", 6, 3 * (1 + 3 + 1 + 3)),
+    ("amd", "amd-perfmon-v2", "none", 6, 3 * (1 + 6 + 1 + 6)),
+    # a16eb25b09c0 masks LVTPC on delivery: the second PMI of each pair is dropped, since the
+    # Intel handler unmasks last and the legacy AMD handler first but only 1.25 us in.
+    ("intel", "intel", "all", 3, 3 * (1 + 8 + 1)),
+    ("amd", "amd-legacy", "all", 3, 3 * (1 + 3 + 1)),
+    # PerfMonV2 guests never write LVTPC: after the first PMI every PMI is dropped, the bug
+    # 49ff3b4aec51 fixed by masking for Intel-compatible guests only.
+    ("amd", "amd-perfmon-v2", "all", 1, 1 + 6 + 5),
+    ("intel", "intel", "intel", 3, 3 * (1 + 8 + 1)),
+    ("amd", "amd-legacy", "intel", 6, 3 * (1 + 3 + 1 + 3)),
+    ("amd", "amd-perfmon-v2", "intel", 6, 3 * (1 + 6 + 1 + 6)),
+])
+def test_pmi_pairs_by_lvtpc_rule_and_guest_driver(sim, vendor, guest_pmu, rule, delivered,
+                                                  exits):
+    wl = Workload(vcpus=1, guest_pmu=guest_pmu, sources=[Trace("pmi", times=PAIRS)])
+    t = sim(wl, duration=0.005, vendor=vendor, behaviour={"lvtpc_automask": rule}).totals
+    assert (t["pmis_delivered"], t["pmis_dropped"]) == (delivered, 6 - delivered)
+    assert t["nmis_injected"] == delivered and t["nmis_dropped"] == 0
+    assert t["vmexits"] == exits
+    assert t["nmi_window_exits"] == (3 if vendor == "intel" and delivered == 6 else 0)
+
+
+def test_profiles_choose_the_lvtpc_rule(sim):
+    # linux-6.8 masks for every vendor (a16eb25b09c0), linux-6.9 for Intel guests only.
+    wl = Workload(vcpus=1, guest_pmu="amd-perfmon-v2", sources=[Trace("pmi", times=PAIRS)])
+    assert sim(wl, order="linux-6.8", vendor="amd", duration=0.005).totals["pmis_dropped"] == 5
+    assert sim(wl, order="linux-6.9", vendor="amd", duration=0.005).totals["pmis_dropped"] == 0
 
 
 COSTS = Costs(vmexit=300, check=2, handler=100, event=400, state_load=100, cancel=50,
@@ -114,12 +165,25 @@ def test_same_timestamp_events_are_all_visible(sim):
 
 
 def test_irq_waits_for_nmi_handler(sim):
-    # An IRQ and an NMI together: the NMI wins, the IRQ gets -EBUSY (immediate exit), then
-    # waits for IF=1 at the NMI handler's IRET (interrupt window).
+    # Without APICv: an IRQ and an NMI together, the NMI wins, the IRQ gets -EBUSY (immediate
+    # exit), then waits for IF=1 at the NMI handler's IRET (interrupt window).
+    wl = Workload(vcpus=1, sources=[Trace("nmi", times=[MS]), Trace("irq", times=[MS])])
+    t = sim(wl, host=kvmsim.Host(apicv=False, ipiv=False)).totals
+    assert t["nmis_injected"] == 1 and t["irqs_injected"] == 1
+    assert t["immediate_exits"] == 1 and t["irq_window_exits"] == 1
+    # The NMI finds no overflow: perf's handler reads the status and writes LVTPC (2 of its 4
+    # accesses reprogram), then the IRQ window exit.
+    assert t["vmexits"] == 1 + 1 + 4 + 1 and t["requests.EVENT"] == 3
+
+
+def test_posted_irq_waits_for_nmi_handler(sim):
+    # With APICv (the Intel default) the IRQ is posted: no request, no kick, no window; the
+    # CPU delivers it when the NMI handler's IRET opens IF.
     wl = Workload(vcpus=1, sources=[Trace("nmi", times=[MS]), Trace("irq", times=[MS])])
     t = sim(wl).totals
     assert t["nmis_injected"] == 1 and t["irqs_injected"] == 1
-    assert t["immediate_exits"] == 1 and t["irq_window_exits"] == 1
+    assert t["immediate_exits"] == t["irq_window_exits"] == 0
+    assert t["vmexits"] == 1 + 4 and t["requests.EVENT"] == 1
 
 
 @pytest.mark.parametrize("lvtpc,expect", [

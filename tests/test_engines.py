@@ -15,8 +15,17 @@ MIXED = Workload(
              Poisson("request:noop", rate=20_000.0), Periodic("exit", period=2e-4, start=1e-5),
              Poisson("request:MASTERCLOCK_UPDATE", rate=500.0, vcpu=1),
              Trace("nmi", times=[0.001] * 4 + [0.002], vcpu=2)])
+# An idle-ish guest: ticks, self-IPIs, STI;HLT, task work on the host CPU, other CPUs' NMIs.
+IDLE = Workload(
+    vcpus=2, guest_exit_rate=5_000.0,
+    sources=[Periodic("timer", period=1e-3), Poisson("hlt", rate=3_000.0),
+             Poisson("ipi:self", rate=2_000.0), Poisson("task-work", rate=500.0),
+             Poisson("pmi", rate=1_000.0), Poisson("nmi", rate=300.0),
+             Poisson("irq", rate=2_000.0), Poisson("request:noop", rate=5_000.0)],
+    pmi_skid=2e-7)
 CASES = {
     "spec2017-vtune": "spec2017-vtune",
+    "idle": IDLE,
     "anchor": "anchor",
     "mixed": MIXED,
     "mixed-fixed": MIXED.model_copy(update={"lvtpc": "fixed"}),
@@ -30,7 +39,7 @@ def both(workload, **cfg):
 
 
 @pytest.mark.parametrize("vendor", ["intel", "amd"])
-@pytest.mark.parametrize("order", ["linux-6.6", "linux-6.7"])
+@pytest.mark.parametrize("order", ["linux-6.1.y", "linux-6.6", "linux-6.7", "linux-7.2"])
 @pytest.mark.parametrize("case", CASES)
 def test_engines_agree_exactly(case, order, vendor):
     cy, py = both(CASES[case], order=order, vendor=vendor, seed=11)
@@ -39,19 +48,31 @@ def test_engines_agree_exactly(case, order, vendor):
     np.testing.assert_array_equal(cy.nmis_outstanding, py.nmis_outstanding)
 
 
+HOSTS = {"default": kvmsim.Host(), "no-apicv": kvmsim.Host(apicv=False, ipiv=False)}
+
+
+@pytest.mark.parametrize("host", HOSTS)
 @pytest.mark.parametrize("case", CASES)
-def test_invariants(engine, case):
-    for order in ("linux-6.6", "linux-6.7"):
-        cfg = kvmsim.Config(order=order, workload=CASES[case], engine=engine, seed=2)
-        r = kvmsim.simulate(cfg, duration=0.05)
+def test_invariants(engine, case, host):
+    for order in ("linux-6.1.y", "linux-6.6", "linux-6.7", "linux-7.2"):
+        cfg = kvmsim.Config(order=order, workload=CASES[case], engine=engine, seed=2,
+                            host=HOSTS[host])
+        sim = kvmsim.Simulation(cfg)
+        sim.run(until=0.05)
+        r = sim.result()
         n = cfg.workload.vcpus
-        per_vcpu = [({k: v[i] for k, v in r.per_vcpu.items()}, 1) for i in range(n)]
-        for t, vcpus in [(r.totals, n)] + per_vcpu:
+        # a vCPU between a VM-exit and its VM-Enter (or blocked after HLT) at the end
+        between = [sim.engine.state(v)["in_host"] or sim.engine.state(v)["halted"]
+                   for v in range(n)]
+        per_vcpu = [({k: v[i] for k, v in r.per_vcpu.items()}, [between[i]]) for i in range(n)]
+        for t, out in [(r.totals, between)] + per_vcpu:
             assert t["nmis_queued"] == t["nmis_injected"] + t["nmis_dropped"] \
                 + t["nmis_outstanding"]
             assert t["vmenter_attempts"] == t["vmenters"] + t["canceled_vmenters"]
             # Every VM-exit is followed by exactly one VM-Enter, plus KVM_RUN's first.
-            assert t["vmenters"] == t["vmexits"] + vcpus
+            assert t["vmenters"] == t["vmexits"] + len(out) - sum(out)
+            assert t["requests.PMI"] + t["pmis_irq_work"] == \
+                t["pmis_delivered"] + t["pmis_dropped"]
 
 
 def test_same_seed_same_counts_other_seed_differs(engine):
@@ -69,7 +90,7 @@ def test_adding_a_source_keeps_the_other_streams():
         Poisson("nmi", rate=10.0)])), 10**9)
 
     def arrivals(plan, i):
-        s = _Source(plan.sources[i], plan.seed)
+        s = _Source(plan.sources[i], plan.seed, posted=False)
         out = []
         for _ in range(50):
             out.append(s.next_t)

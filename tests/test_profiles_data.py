@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 import kvmsim
-from kvmsim import _orders as orders
 from kvmsim import catalogue, profiles
 from kvmsim._config import resolve_order
 from kvmsim._source_order import _version as makefile_version
@@ -71,11 +70,6 @@ def test_order_resolves(name):
     assert kvmsim.Config(order=list(p.order)).check_order == p.order
 
 
-@pytest.mark.parametrize("name", ["linux-6.6", "linux-6.7", "linux-6.19"])
-def test_founding_presets_unchanged(name):
-    assert PROFILES[name].order == orders.PRESETS[name]
-
-
 def test_nmi_pmi_order_follows_fad505b2cb83():
     for p in PROFILES.values():
         middle = [n for n in p.order if n in ("SMI", "NMI", "PMU", "PMI")]
@@ -93,8 +87,8 @@ def test_behaviour_values(name):
 
 def test_switch_histories():
     assert [s.name for s in SWITCHES] == [
-        "lvtpc_automask", "pmi_delivery", "process_nmi_event", "vnmi", "idle_hlt",
-        "fastpath_hlt", "avic_default"]
+        "lvtpc_automask", "pmi_delivery", "process_nmi_event", "vnmi", "idle_hlt", "ipiv",
+        "fastpath_reenter", "avic_default"]
     for s in SWITCHES:
         assert tuple(v for v, _ in s.history) == s.values
         assert s.history[0][1] is None          # the older behaviour: no commit
@@ -109,24 +103,25 @@ def test_switch_histories():
             else:
                 assert len(c.where) > len("UNVERIFIED: ") + 20, c.where
     unverified = {s.name for s in SWITCHES for _, c in s.history[1:] if c and not c.verified}
-    assert unverified == {"vnmi", "idle_hlt", "fastpath_hlt", "avic_default"}
+    assert unverified == {"vnmi", "idle_hlt", "ipiv", "fastpath_reenter",
+                          "avic_default"}
 
 
 def test_mainline_values():
     # spot checks, written out from the trees of Profile.tree rather than the histories
     expect = {
-        "linux-5.10": ("none", "irq_work", "always", False, False, False, "off"),
-        "linux-6.1": ("none", "irq_work", "always", False, False, False, "off"),
-        "linux-6.5": ("none", "irq_work", "pending", True, False, False, "off"),
-        "linux-6.6": ("all", "request", "pending", True, False, False, "off"),
-        "linux-6.8": ("all", "request", "pending", True, False, False, "off"),
-        "linux-6.9": ("intel", "request", "pending", True, False, False, "off"),
-        "linux-6.12": ("intel", "request", "pending", True, False, True, "off"),
-        "linux-7.2": ("intel", "request", "pending", True, True, True, "auto"),
+        "linux-5.10": ("none", "irq_work", "always", False, False, False, "timer", "off"),
+        "linux-6.1": ("none", "irq_work", "always", False, False, True, "timer", "off"),
+        "linux-6.5": ("none", "irq_work", "pending", True, False, True, "timer", "off"),
+        "linux-6.6": ("all", "request", "pending", True, False, True, "timer", "off"),
+        "linux-6.8": ("all", "request", "pending", True, False, True, "timer", "off"),
+        "linux-6.9": ("intel", "request", "pending", True, False, True, "timer", "off"),
+        "linux-6.12": ("intel", "request", "pending", True, False, True, "timer-icr-hlt", "off"),
+        "linux-7.2": ("intel", "request", "pending", True, True, True, "timer-icr-hlt", "auto"),
     }
     for name, values in expect.items():
         assert tuple(PROFILES[name].behaviour.values()) == values, name
-    with pytest.raises(ValueError, match="fastpath_hlt in v6.11: inside v6.10..v6.12"):
+    with pytest.raises(ValueError, match="fastpath_reenter in v6.11: inside v6.10..v6.12"):
         profiles._at("v6.11")
 
 
@@ -145,7 +140,7 @@ def test_tables():
     assert [r[0] for r in rows[1:]] == list(PROFILES)
     assert rows[1 + list(PROFILES).index("linux-6.1.y")] == [
         "linux-6.1.y", "v6.1.192", "SMI NMI PMU PMI", "intel", "irq_work", "always",
-        "False", "False", "False", "off"]
+        "False", "False", "True", "timer", "off"]
     cites = profiles.citations()
     assert cites[0] == ["switch", "value", "commit", "subject", "release", "where"]
     assert len(cites) == 1 + sum(len(s.history) - 1 for s in SWITCHES)
@@ -165,8 +160,6 @@ def test_old_names_in_the_catalogue():
         resolve_order(["VM_DEAD", "MMU_RELOAD", "EVENT"])
 
 
-@pytest.mark.xfail(strict=True, reason="_plan.build takes handler costs from CATALOGUE, where "
-                   "MMU_RELOAD (bit 1) comes after VM_DEAD; it should take them from the order")
 def test_handler_cost_of_a_shared_bit():
     from kvmsim import _plan
     costs = kvmsim.Costs(handlers={"VM_DEAD": 700, "MMU_RELOAD": 300})
@@ -244,7 +237,10 @@ def _read_switches(tree: Path) -> dict:
     avic_text = (kvm / "svm/avic.c").read_text() if svm_text else None
     out["vnmi"] = None if svm_text is None else "module_param(vnmi," in svm_text
     out["idle_hlt"] = None if svm_text is None else "INTERCEPT_IDLE_HLT)" in svm_text
-    out["fastpath_hlt"] = _body(kvm / "x86.c", "handle_fastpath_hlt") is not None
+    out["fastpath_reenter"] = ("timer-icr-hlt" if _body(kvm / "x86.c", "handle_fastpath_hlt")
+                               else "timer")
+    vmx = kvm / "vmx/vmx.c"
+    out["ipiv"] = "module_param(enable_ipiv," in vmx.read_text() if vmx.is_file() else None
     if svm_text is not None:
         params = svm_text + avic_text
         out["avic_default"] = ("auto" if "avic = AVIC_AUTO_MODE;" in params else

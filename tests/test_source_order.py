@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import kvmsim
-from kvmsim import _orders as orders
+from kvmsim import profiles
 from kvmsim import catalogue
 from kvmsim.analysis import back_edges
 from kvmsim._config import resolve_order
@@ -99,8 +99,8 @@ def test_shape_order(name):
 
 
 def test_presets_match_their_sources():
-    assert _load("v6.6-shape.c").names() == orders.PRESETS["linux-6.6"]
-    assert _load("v6.19-shape.c").names() == orders.PRESETS["linux-6.19"]
+    assert _load("v6.6-shape.c").names() == profiles.PROFILES["linux-6.6"].order
+    assert _load("v6.19-shape.c").names() == profiles.PROFILES["linux-6.19"].order
 
 
 @pytest.mark.parametrize("name", sorted(SHAPES))

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from .. import _names, _orders
-from .._config import Config
+from .. import _names, profiles
+from .._config import Config, Host
 from .._errors import ConfigError
 from .._limits import MAX_SECONDS, to_ns
 from .._scenario import Scenario
@@ -19,14 +19,54 @@ DEFAULT_ORDER = Config.model_fields["order"].default
 DEFAULT_WORKLOAD = Config.model_fields["workload"].default
 # Config fields a flag of the same name sets; --vcpus sets workload.vcpus, -I the interval.
 CONFIG_FLAGS = ("order", "workload", "seed", "engine", "vendor")
+GUEST_PMUS = ("intel", "amd-legacy", "amd-perfmon-v2")
+_ON, _OFF = ("on", "true", "yes", "1"), ("off", "false", "no", "0")
+
+
+def _onoff(text: str) -> bool | None:
+    return True if text.lower() in _ON else False if text.lower() in _OFF else None
+
+
+def pairs(text: str, flag: str, problems: list, value=lambda key, v: v) -> dict:
+    """`KEY=VALUE,KEY=VALUE` -> {KEY: value(KEY, VALUE)}; value returns None for a bad one."""
+    out, bad = {}, []
+    for item in (i.strip() for i in text.split(",") if i.strip()):
+        key, eq, raw = (x.strip() for x in item.partition("="))
+        parsed = value(key, raw) if eq and key else None
+        if parsed is None:
+            bad.append(item)
+        else:
+            out[key] = parsed
+    if bad or not out:
+        problems.append((flag, f"{', '.join(map(repr, bad)) or repr(text)}: expected "
+                               "KEY=VALUE[,KEY=VALUE...]" + (
+                                   "; values on or off" if flag == "--host" else "")))
+    return out
+
+
+def _switch_value(key: str, raw: str):
+    """A behaviour switch's value from text: on/off for the True/False switches."""
+    switch = profiles.SWITCH.get(key)
+    if switch is not None and isinstance(switch.values[0], bool):
+        return _onoff(raw)
+    return raw
+
+
+def _workload_dict(config: dict):
+    """The config's workload as a dict a flag can change (a preset name is expanded)."""
+    workload = config["workload"]
+    if isinstance(workload, str) and workload in WORKLOADS:
+        workload = WORKLOADS[workload]().model_dump()
+    return workload
 
 
 def add_run_flags(p: argparse.ArgumentParser, duration: float, interval: bool = True,
                   order_flags: tuple[str, ...] = ("--order",)) -> None:
     """Flags that describe a run; each overrides a scenario file (None: not given)."""
     p.add_argument(*order_flags, dest="order", metavar="ORDER",
-                   help=f"check order: {', '.join(_orders.PRESETS)}, NAME,NAME,...,EVENT, or "
-                        f"a kernel tree / x86.c to read it from (default {DEFAULT_ORDER})")
+                   help=f"kernel profile (`kvmsim orders --profiles`), NAME,NAME,...,EVENT, or "
+                        f"a kernel tree / x86.c to read the order from (default "
+                        f"{DEFAULT_ORDER})")
     p.add_argument("--workload", help=f"workload preset: {', '.join(WORKLOADS)} "
                                       f"(default {DEFAULT_WORKLOAD})")
     p.add_argument("--vcpus", type=int, help="number of vCPUs (overrides the workload's)")
@@ -35,6 +75,14 @@ def add_run_flags(p: argparse.ArgumentParser, duration: float, interval: bool = 
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--engine", help="cython (default) or python: the same counts")
     p.add_argument("--vendor", help="intel (default) or amd")
+    p.add_argument("--host", metavar="FEATURE=on|off,...",
+                   help=f"host features: {', '.join(Host.model_fields)} (default: what the "
+                        "vendor's current CPU and the profile's KVM give)")
+    p.add_argument("--behaviour", metavar="SWITCH=VALUE,...",
+                   help="override the profile's behaviour switches (`kvmsim orders "
+                        "--profiles`): " + ", ".join(profiles.SWITCH))
+    p.add_argument("--guest-pmu", choices=GUEST_PMUS,
+                   help="the guest's perf PMI handler (default: the vendor's)")
     if interval:
         p.add_argument("-I", "--interval-print", dest="interval", type=float, metavar="MSEC",
                        help="print counts every MSEC milliseconds (default 10000)")
@@ -46,7 +94,7 @@ def order_value(text: str) -> str | list[str]:
     text = text.strip()
     if "," in text:
         return [n.strip() for n in text.split(",") if n.strip()]
-    if text not in _orders.PRESETS and is_kernel_source(text):
+    if text not in profiles.PROFILES and is_kernel_source(text):
         try:
             return list(order_from_source(text).names(known_only=True))
         except ValueError as e:
@@ -63,10 +111,13 @@ def flag_for(path: str, given: dict[str, str]) -> str:
     """The flag behind a bad field (config.workload.vcpus -> --vcpus), else the field."""
     key = path.removeprefix("config.")
     top = key.split(".")[0]
-    if key == "workload.vcpus" and "vcpus" in given:
-        return given["vcpus"]
+    for field in ("vcpus", "guest_pmu"):
+        if key == f"workload.{field}" and field in given:
+            return given[field]
     if top == "workload" and "vcpus" in given and "workload" not in given:
         return f"{given['vcpus']} ({key})"
+    if top in ("host", "behaviour") and top in given and "." in key:
+        return f"{given[top]} {key.split('.', 1)[1]}"
     return given.get(top, path)
 
 
@@ -93,13 +144,19 @@ def scenario(args, problems: list, path: str | None = None, order: str | None = 
     for name in CONFIG_FLAGS[1:]:
         if getattr(args, name, None) is not None:
             config[name], given[name] = getattr(args, name), f"--{name}"
-    if args.vcpus is not None:
-        workload = config["workload"]
-        if isinstance(workload, str) and workload in WORKLOADS:
-            workload = WORKLOADS[workload]().model_dump()
-        if isinstance(workload, dict):
-            config["workload"] = {**workload, "vcpus": args.vcpus}
-        given["vcpus"] = "--vcpus"
+    if getattr(args, "host", None) is not None:
+        flags = pairs(args.host, "--host", problems, lambda k, v: _onoff(v))
+        config["host"], given["host"] = {**config["host"], **flags}, "--host"
+    if getattr(args, "behaviour", None) is not None:
+        flags = pairs(args.behaviour, "--behaviour", problems, _switch_value)
+        config["behaviour"], given["behaviour"] = {**config["behaviour"], **flags}, "--behaviour"
+    for flag, field, value in (("--vcpus", "vcpus", args.vcpus),
+                               ("--guest-pmu", "guest_pmu", getattr(args, "guest_pmu", None))):
+        if value is not None:
+            workload = _workload_dict(config)
+            if isinstance(workload, dict):
+                config["workload"] = {**workload, field: value}
+            given[field] = flag
     run = {"duration": base.duration, "interval": base.interval}
     if args.duration is not None:
         run["duration"], given["duration"] = args.duration, "--duration"

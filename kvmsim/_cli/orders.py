@@ -1,18 +1,21 @@
-"""kvmsim orders (also `order`): the presets, one with bit numbers, or an order read from a
-kernel's x86.c."""
+"""kvmsim orders (also `order`): the kernel profiles, one with bit numbers and switches, the
+profile x switch table, or an order read from a kernel's x86.c."""
 
 from __future__ import annotations
 
-from .. import _orders, catalogue
+from .. import catalogue, profiles
 from .._config import resolve_order
 from .._errors import ConfigError
 from .._source_order import order_from_source
 from . import _args
 
-HELP = "list the order presets, print one with bit numbers, or read one from a kernel's x86.c"
+HELP = ("list the kernel profiles, print one with bit numbers, tabulate their behaviour, or "
+        "read an order from a kernel's x86.c")
 EPILOG = """examples:
-  kvmsim orders                                   # the presets
-  kvmsim orders linux-6.6                         # one preset, with bit numbers
+  kvmsim orders                                   # the profiles
+  kvmsim orders linux-6.6                         # one profile: checks with bits, switches
+  kvmsim orders --profiles                        # profile x behaviour switch
+  kvmsim orders --citations                       # the commit behind each switch value
   kvmsim order --from-source ~/linux              # read vcpu_enter_guest() of a tree
 """
 
@@ -20,7 +23,11 @@ EPILOG = """examples:
 def add(sub) -> None:
     p = sub.add_parser("orders", aliases=["order"], help=HELP, epilog=EPILOG,
                        formatter_class=_args.Formatter)
-    p.add_argument("name", nargs="?", help="a preset or NAME,NAME,...,EVENT")
+    p.add_argument("name", nargs="?", help="a profile or NAME,NAME,...,EVENT")
+    p.add_argument("--profiles", action="store_true",
+                   help="the profiles as a table: release x behaviour switch")
+    p.add_argument("--citations", action="store_true",
+                   help="each switch value with its commit, first release and where verified")
     p.add_argument("--from-source", metavar="PATH",
                    help="a kernel tree or its arch/x86/kvm/x86.c")
     p.set_defaults(func=run)
@@ -29,9 +36,13 @@ def add(sub) -> None:
 def run(args, out) -> int:
     if args.from_source:
         return from_source(args.from_source, out)
+    if args.profiles or args.citations:
+        _print_table(profiles.table() if args.profiles else profiles.citations(), out)
+        return 0
     if args.name is None:
-        for name, checks in _orders.PRESETS.items():
-            print(f"{name:<12} {len(checks)} checks: ... {', '.join(checks[17:22])} ...",
+        for p in profiles.PROFILES.values():
+            middle = ", ".join(n for n in p.order if n in ("SMI", "NMI", "PMU", "PMI"))
+            print(f"{p.name:<14} {p.release:<10} {len(p.order)} checks: ... {middle} ...",
                   file=out)
         return 0
     try:
@@ -40,7 +51,19 @@ def run(args, out) -> int:
         raise ConfigError([("order", str(e))]) from None
     for i, name in enumerate(checks):
         print(f"{i:>3} {name:<30} bit {catalogue.bit_of(name):>2}", file=out)
+    profile = profiles.PROFILES.get(args.name.strip())
+    if profile is not None:
+        print(f"# {profile.name}: {profile.tree}", file=out)
+        for switch, value in profile.behaviour.items():
+            print(f"# {switch} = {value}", file=out)
     return 0
+
+
+def _print_table(rows: list[list[str]], out) -> None:
+    """Columns padded to their widest cell; the last column is left ragged."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("  ".join([c.ljust(w) for c, w in zip(r, widths)] + [r[-1]]).rstrip(), file=out)
 
 
 def from_source(path: str, out) -> int:

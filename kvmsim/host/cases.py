@@ -9,8 +9,8 @@ In kvmsim the same script becomes a Workload: stop j is a guest exit at T_j = j 
 `Trace("exit")`), the NMIs and MSIs issued there are `Trace("nmi")` and `Trace("irq")`
 arrivals at T_j, and every cost is 0, so the model's counts per 1 ms interval are counts
 between two stops. The model runs with vendor="intel" (VMX: the model's NMI- and IRQ-window
-exits), the `linux-6.19` order (the host runs 6.18), LVTPC masked (the guest has no perf
-handler) and no guest exits of its own.
+exits) without APICv (PVM has none), the `linux-6.19` profile (the host runs 6.18), LVTPC
+masked (the guest has no perf handler) and no guest exits of its own.
 
 Each observation is compared exactly. `vendor` marks the few that depend on the vendor
 module (kvm_x86_ops), where the model follows VMX and this host runs PVM: the host must then
@@ -250,10 +250,10 @@ def workload(script: Script) -> kvmsim.Workload:
     if irqs:
         sources.append(kvmsim.Trace("irq", times=sorted(irqs)))
     if script.cancel_at is not None:
-        # The model has no signals: the stand-in is a background request that lands between
-        # the checks and kvm_vcpu_exit_request(), the same late check that sees the signal.
+        # The signal sets TIF_SIGPENDING (task work) between the checks and
+        # kvm_vcpu_exit_request(), the late check that sees it.
         late = t[script.cancel_at] + CANCEL_STATE_LOAD_NS / 2 * 1e-9
-        sources.append(kvmsim.Trace("request:TLB_FLUSH", times=[late]))
+        sources.append(kvmsim.Trace("task-work", times=[late]))
     return kvmsim.Workload(
         vcpus=1, guest_exit_rate=0.0, lvtpc="masked", sources=sources,
         nmi_handler=LONG_HANDLER_S if script.nmi_stops else SHORT_HANDLER_S,
@@ -262,10 +262,11 @@ def workload(script: Script) -> kvmsim.Workload:
 
 def config(script: Script, engine: str = "cython") -> kvmsim.Config:
     zero = kvmsim.Costs(vmexit=0, vmenter=0, check=0, handler=0, event=0, cancel=0,
-                        handlers={"NMI": 0, "PMU": 0, "PMI": 0, "SMI": 0},
+                        task_work=0, handlers={"NMI": 0, "PMU": 0, "PMI": 0, "SMI": 0},
                         state_load=CANCEL_STATE_LOAD_NS if script.cancel_at is not None else 0)
+    # PVM has no APICv: interrupts take the IRR + KVM_REQ_EVENT + kick path.
     return kvmsim.Config(order="linux-6.19", workload=workload(script), seed=0, engine=engine,
-                         vendor="intel", costs=zero)
+                         vendor="intel", costs=zero, host=kvmsim.Host(apicv=False, ipiv=False))
 
 
 def run_model(script: Script, engine: str = "cython") -> ModelRun:
