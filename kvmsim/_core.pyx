@@ -300,11 +300,11 @@ cdef inline bint hlt_exits(const ks_vcpu *v, const ks_params *p) noexcept nogil:
     return not (p.idle_hlt and (v.irq_pending or v.vnmi_pending))
 
 cdef inline bint event_exits(const ks_vcpu *v, const ks_params *p, int kind) noexcept nogil:
+    # Whether a guest-side event makes a VM-exit. STI;HLT never does by itself: it becomes
+    # hlt_due, which decides once the rest of its instant has happened.
     if kind == SRC_IPI_SELF:
         return not p.ipiv
-    if kind == SRC_HLT:
-        return hlt_exits(v, p)
-    return 1
+    return kind != SRC_HLT
 
 cdef inline bint nmi_end_exits(const ks_vcpu *v, const ks_params *p) noexcept nogil:
     return (p.iret_exits or v.nmi_window
@@ -332,9 +332,11 @@ cdef inline int64_t next_guest_event(const ks_vcpu *v, const ks_params *p,
     cdef int i
     exits[0] = 1
     for i in range(v.n_guest):
-        when = max64(v.guest[i].next_t, e)
-        if v.guest[i].kind == SRC_PMI and when != NEVER:
-            when += p.pmi_skid_ns       # the host's NMI, a skid after the overflow
+        if v.guest[i].kind == SRC_PMI and v.guest[i].next_t != NEVER:
+            # the host's NMI, a skid after the overflow (which needs the guest running)
+            when = max64(max64(v.guest[i].next_t, v.entry_t) + p.pmi_skid_ns, e)
+        else:
+            when = max64(v.guest[i].next_t, e)
         t = earlier(t, exits, when, event_exits(v, p, v.guest[i].kind))
     t = earlier(t, exits, max64(v.guest_exit_at, e), 1)
     if v.immediate_exit or (v.nmi_window and not v.nmi_blocked) or (
@@ -501,11 +503,11 @@ cdef void apply_guest(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c) noe
                 eff = max64(s.next_t, v.entry_t) + p.pmi_skid_ns
                 if eff <= t:            # the NMI hit the guest: exit context
                     overflow(v, c)
+                    v.exit_slow = 1
                 else:                   # the exit came first: the NMI is in flight
                     v.pmi_nmi_at = min64(v.pmi_nmi_at, eff)
                     v.pmi_nmi_n += 1
                 source_step(s)
-                v.exit_slow = 1
             continue
         while s.next_t <= t:
             guest_event(v, p, s.kind, c)
@@ -516,12 +518,15 @@ cdef void apply_guest(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c) noe
 
 cdef void apply_in_guest(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c,
                          tracing *tr) noexcept nogil:
-    # Guest-side events at or before t that need no VM-exit (an IPI with IPIv, STI;HLT that
-    # Idle HLT lets run on), handler ends, posted interrupts; then what the CPU delivers.
+    # Guest-side events at or before t that need no VM-exit (an IPI with IPIv; STI;HLT,
+    # which becomes hlt_due), handler ends, posted interrupts; then what the CPU delivers.
+    # An hlt_due still set here ran on without an exit (Idle HLT).
     cdef int i
     cdef ks_source *s
     end_handlers(v, p, t, c)
     apply_posted(v, p, t, c, tr)
+    v.hlt_due = 0
+    v.if_off = 0
     for i in range(v.n_guest):
         s = &v.guest[i]
         if s.kind != SRC_IPI_SELF and s.kind != SRC_HLT:
@@ -529,9 +534,10 @@ cdef void apply_in_guest(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c,
         while s.next_t <= t:
             if s.kind == SRC_IPI_SELF:
                 accept_irq(v, p, 1, c)
+            else:
+                v.hlt_due = 1
+                v.if_off = 1
             source_step(s)
-    v.hlt_due = 0
-    v.if_off = 0
     hardware_deliver(v, p, t, c)
 
 
@@ -782,16 +788,17 @@ cdef int exit_reason(const ks_vcpu *v, const ks_params *p, int64_t t) noexcept n
     if v.hlt_due:
         return R_HLT
     for i in range(v.n_guest):
-        if max64(v.guest[i].next_t, v.entry_t) <= t:
-            kind = v.guest[i].kind
+        kind = v.guest[i].kind
+        if not event_exits(v, p, kind):
+            continue
+        # an overflow exits when its host NMI lands, pmi_skid later
+        if max64(v.guest[i].next_t, v.entry_t) <= t - (p.pmi_skid_ns if kind == SRC_PMI else 0):
             if kind == SRC_PMI:
                 return R_EXCEPTION_NMI
             if kind == SRC_EMUL_PMI:
                 return R_EPT_MISCONFIG
             if kind == SRC_TIMER:
                 return R_PREEMPTION_TIMER
-            if kind == SRC_HLT:
-                return R_HLT
             return R_ICR_WRITE if kind == SRC_IPI_SELF else R_GUEST
     if v.guest_exit_at <= t:
         return R_GUEST
@@ -850,10 +857,12 @@ cdef inline int vm_exit(ks_vcpu *v, const ks_params *p, int64_t *t_io, int64_t *
         return OUT_REENTERED
     t = vcpu_run_tail(v, p, t, c)
     t_io[0] = t
-    if halt and not runnable(v, p):     # vcpu_block -> kvm_vcpu_halt
-        if tracing is traced:
-            hook(v, t, T_HALT, 1, 0)
-        return OUT_HALTED
+    if halt:
+        apply_host(v, p, t, c, 0, tr)   # what arrived while the exit was handled
+        if not runnable(v, p):          # vcpu_block -> kvm_vcpu_halt
+            if tracing is traced:
+                hook(v, t, T_HALT, 1, 0)
+            return OUT_HALTED
     return OUT_PASS
 
 cdef inline bint passes(ks_vcpu *v, const ks_params *p, int64_t *until,
@@ -893,7 +902,8 @@ cdef inline bint blocked(ks_vcpu *v, const ks_params *p, int64_t *until,
     cdef int64_t *c
     cdef int i
     while True:
-        t = min64(next_host(v), next_hv_timer(v))
+        # (a timer due while the HLT exit was handled fires as the block starts)
+        t = max64(min64(next_host(v), next_hv_timer(v)), v.halt_since)
         until[0] = poll(v, t, until[0])
         if t >= until[0]:
             add_span(v, p, C_NS_HALTED, v.halt_since, until[0])

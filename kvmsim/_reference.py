@@ -301,12 +301,11 @@ class _VCpu:
         return not (self.p.idle_hlt and (self.irq_pending or self.vnmi_pending))
 
     def _event_exits(self, kind):
-        """Whether a guest-side event makes a VM-exit."""
+        """Whether a guest-side event makes a VM-exit. STI;HLT never does by itself: it
+        becomes hlt_due, which decides once the rest of its instant has happened."""
         if kind == Src.IPI_SELF:
             return not self.p.ipiv
-        if kind == Src.HLT:
-            return self._hlt_exits()
-        return True
+        return kind != Src.HLT
 
     def _nmi_end_exits(self):
         return (self.p.iret_exits or self.nmi_window
@@ -322,9 +321,11 @@ class _VCpu:
         e, p = self.guest_since, self.p
         t, exits = NEVER, True
         for s in self.guest:
-            when = max(s.next_t, e)
-            if s.kind == Src.PMI and when != NEVER:
-                when += p.pmi_skid_ns              # the host's NMI, a skid after the overflow
+            if s.kind == Src.PMI and s.next_t != NEVER:
+                # the host's NMI, a skid after the overflow (which needs the guest running)
+                when = max(max(s.next_t, self.entry_t) + p.pmi_skid_ns, e)
+            else:
+                when = max(s.next_t, e)
             t, exits = _earlier(t, exits, when, self._event_exits(s.kind))
         t, exits = _earlier(t, exits, max(self.guest_exit_at, e), True)
         if self.immediate_exit or (self.nmi_window and not self.nmi_blocked) or (
@@ -433,11 +434,11 @@ class _VCpu:
                     landed = max(s.next_t, self.entry_t) + p.pmi_skid_ns
                     if landed <= t:                # the NMI hit the guest: exit context
                         self._overflow(c)
+                        self.exit_slow = True
                     else:                          # the exit came first: NMI in flight
                         self.pmi_nmi_at = min(self.pmi_nmi_at, landed)
                         self.pmi_nmi_n += 1
                     s.step()
-                    self.exit_slow = True
                 continue
             while s.next_t <= t:
                 self._guest_event(s.kind, c)
@@ -493,19 +494,21 @@ class _VCpu:
                 self.exit_slow = True
 
     def _apply_in_guest(self, t, c):
-        """Guest-side events at or before t that need no VM-exit (an IPI with IPIv, STI;HLT
-        that Idle HLT lets run on), handler ends, posted interrupts; then what the CPU
-        delivers."""
+        """Guest-side events at or before t that need no VM-exit (an IPI with IPIv; STI;HLT,
+        which becomes hlt_due), handler ends, posted interrupts; then what the CPU delivers.
+        An hlt_due still set here ran on without an exit (Idle HLT)."""
         self._end_handlers(t, c)
         self._apply_posted(t, c)
+        self.hlt_due = self.if_off = False
         for s in self.guest:
             if s.kind != Src.IPI_SELF and s.kind != Src.HLT:
                 continue
-            while s.next_t <= t:                   # IPI_SELF (IPIv) or HLT (Idle HLT)
+            while s.next_t <= t:
                 if s.kind == Src.IPI_SELF:
                     self._accept_irq(c)
+                else:
+                    self.hlt_due = self.if_off = True
                 s.step()
-        self.hlt_due = self.if_off = False
         self._hardware_deliver(t, c)
 
     # --- handlers of vcpu_enter_guest() ------------------------------------------------------
@@ -769,9 +772,13 @@ class _VCpu:
         if self.hlt_due:
             return ExitReason.HLT
         for s in self.guest:
-            if max(s.next_t, self.entry_t) <= t:
+            if not self._event_exits(s.kind):
+                continue
+            # an overflow exits when its host NMI lands, pmi_skid later
+            skid = self.p.pmi_skid_ns if s.kind == Src.PMI else 0
+            if max(s.next_t, self.entry_t) <= t - skid:
                 return {Src.PMI: ExitReason.EXCEPTION_NMI, Src.EMUL_PMI: ExitReason.EPT_MISCONFIG,
-                        Src.TIMER: ExitReason.PREEMPTION_TIMER, Src.HLT: ExitReason.HLT,
+                        Src.TIMER: ExitReason.PREEMPTION_TIMER,
                         Src.IPI_SELF: ExitReason.ICR_WRITE}.get(s.kind, ExitReason.GUEST)
         if self.guest_exit_at <= t:
             return ExitReason.GUEST
@@ -820,10 +827,12 @@ class _VCpu:
             self._enter(t, c)
             return t, REENTERED
         t = self._vcpu_run_tail(t, c)
-        if halt and not self._runnable():          # vcpu_block -> kvm_vcpu_halt
-            if self.e.hook:
-                self._hook(t, TraceEvent.HALT, 1)
-            return t, HALTED
+        if halt:
+            self._apply_host(t, c)                 # what arrived while the exit was handled
+            if not self._runnable():               # vcpu_block -> kvm_vcpu_halt
+                if self.e.hook:
+                    self._hook(t, TraceEvent.HALT, 1)
+                return t, HALTED
         return t, PASS
 
     def _passes(self, until):
@@ -852,7 +861,8 @@ class _VCpu:
         """Blocked in kvm_vcpu_block(): host arrivals may wake it. Returns until, or None
         once it is runnable again (the next pass is then due at pass_at)."""
         while True:
-            t = min(self._next_host(), self._next_hv_timer())
+            # (a timer due while the HLT exit was handled fires as the block starts)
+            t = max(min(self._next_host(), self._next_hv_timer()), self.halt_since)
             until = self._poll(t, until)
             if t >= until:
                 self._add_span(C.ns_halted, self.halt_since, until)

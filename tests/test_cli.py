@@ -195,7 +195,7 @@ def test_scenario_file_and_flags_override(cli, tmp_path):
     before = cli("stat", str(f))
     after = cli("stat", str(f), "--order", "linux-6.7")
     assert before.returncode == after.returncode == 0
-    assert [int(line.split()[1]) for line in before.stdout.splitlines()[1:]] == [14865, 14875]
+    assert [int(line.split()[1]) for line in before.stdout.splitlines()[1:]] == [14864, 14875]
     assert all(int(line.split()[1]) < 60 for line in after.stdout.splitlines()[1:])
 
 
@@ -442,7 +442,7 @@ def test_scenario_on_standard_input(tmp_path):
     p = subprocess.run([sys.executable, "-m", "kvmsim", "stat", "-", "--duration", "20"],
                        input=text, capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert p.returncode == 0, p.stderr
-    assert [int(line.split()[1]) for line in p.stdout.splitlines()[1:]] == [14865, 14875]
+    assert [int(line.split()[1]) for line in p.stdout.splitlines()[1:]] == [14864, 14875]
 
 
 def test_interval_in_fractions_of_a_millisecond(cli):
