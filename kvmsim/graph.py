@@ -112,7 +112,7 @@ class Context:
 
     @classmethod
     def of(cls, config) -> Context:
-        return cls(lvtpc=config.workload.lvtpc)
+        return cls(lvtpc=config.workload.lvtpc, apicv=config.machine["apicv"])
 
     def holds(self, atom: str) -> bool:
         if atom.startswith("lvtpc="):

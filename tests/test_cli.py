@@ -558,3 +558,16 @@ def test_progress_bar_counts_plainly_and_leaves_the_screen_on_ctrl_c(tmp_path):
     assert re.search(rb"\| [\d,]+/3,000 sim s", err), err[-300:]
     tail = err.split(b" sim s [")[-1]
     assert re.search(rb"\r *\r?kvmsim stat: interrupted", tail), tail
+
+
+def test_lint_order_takes_the_host_from_vendor_profile_and_flags(cli):
+    def head(*args):
+        p = cli("lint-order", *args)
+        assert p.returncode in (0, 1), p.stderr
+        return p.stdout.splitlines()[0].split("; ")[1]
+    assert head("linux-6.6", "--vendor", "amd") == "LVTPC delivery mode NMI, amd, APICv off"
+    # AVIC is on by default for Zen 4 since v6.18 (ca2967de5a5b)
+    assert head("linux-7.2", "--vendor", "amd") == "LVTPC delivery mode NMI, amd, APICv on"
+    assert head("linux-7.2", "--host", "apicv=off") == "LVTPC delivery mode NMI, intel, APICv off"
+    bad = cli("lint-order", "linux-7.2", "--host", "apicv=maybe", "--vendor", "arm")
+    assert bad.returncode == 2 and "--host" in bad.stderr and "--vendor" in bad.stderr

@@ -23,7 +23,7 @@ GUEST_PMUS = ("intel", "amd-legacy", "amd-perfmon-v2")
 _ON, _OFF = ("on", "true", "yes", "1"), ("off", "false", "no", "0")
 
 
-def _onoff(text: str) -> bool | None:
+def onoff(text: str) -> bool | None:
     return True if text.lower() in _ON else False if text.lower() in _OFF else None
 
 
@@ -48,7 +48,7 @@ def _switch_value(key: str, raw: str):
     """A behaviour switch's value from text: on/off for the True/False switches."""
     switch = profiles.SWITCH.get(key)
     if switch is not None and isinstance(switch.values[0], bool):
-        return _onoff(raw)
+        return onoff(raw)
     return raw
 
 
@@ -145,7 +145,7 @@ def scenario(args, problems: list, path: str | None = None, order: str | None = 
         if getattr(args, name, None) is not None:
             config[name], given[name] = getattr(args, name), f"--{name}"
     if getattr(args, "host", None) is not None:
-        flags = pairs(args.host, "--host", problems, lambda k, v: _onoff(v))
+        flags = pairs(args.host, "--host", problems, lambda k, v: onoff(v))
         config["host"], given["host"] = {**config["host"], **flags}, "--host"
     if getattr(args, "behaviour", None) is not None:
         flags = pairs(args.behaviour, "--behaviour", problems, _switch_value)

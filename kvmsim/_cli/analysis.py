@@ -8,6 +8,7 @@ from .._errors import ConfigError
 from .._limits import to_ns
 from .._scenario import Scenario
 from .._simulation import simulate
+from .._workload import Workload
 from . import _args
 from .compare import is_scenario
 
@@ -38,6 +39,10 @@ def add(sub) -> None:
     lint.add_argument("--duration", type=float, default=10.0,
                       help="simulated seconds when measuring (default %(default)s)")
     lint.add_argument("--seed", type=int, default=0)
+    lint.add_argument("--vendor", help="intel (default) or amd")
+    lint.add_argument("--host", metavar="FEATURE=on|off,...",
+                      help="host features (APICv decides whether a fixed-mode PMI raises "
+                           "KVM_REQ_EVENT); default: the vendor's")
     lint.set_defaults(func=lint_order)
     for name, help_, flags, func in (
             ("optimize", "the nearest order without avoidable back edges, and its gain",
@@ -50,42 +55,55 @@ def add(sub) -> None:
 
 
 def _target(args):
-    """(label, order, workload or None) from a preset, list, scenario file or kernel source."""
+    """(label, config, whether a workload was given) from a profile, list, scenario file or
+    kernel source."""
     if is_scenario(args.target):
-        scn = Scenario.load(args.target)
-        return args.target, scn.config.check_order, scn.config.workload
+        return args.target, Scenario.load(args.target).config, True
     try:
         order = _args.order_value(args.target)
-        return (args.target if isinstance(order, str) else "order", resolve_order(order), None)
+        label = args.target if isinstance(order, str) else "order"
+        resolve_order(order)
     except ValueError as e:
         raise ConfigError([("ORDER", str(e))]) from None
+    return label, Config(order=order, workload=Workload()), False
 
 
 def lint_order(args, out) -> int:
-    label, order, workload = _target(args)
+    label, base, has_workload = _target(args)
     problems = []
+    data = base.model_dump()
     if args.workload:
-        try:
-            workload = Config(order=list(order), workload=args.workload, seed=args.seed).workload
-        except ConfigError as e:
-            problems += [("--workload" if p == "workload" else p, m) for p, m in e.problems]
+        data["workload"], has_workload = args.workload, True
+    if args.vendor:
+        data["vendor"] = args.vendor
+    if args.host:
+        data["host"] = {**data["host"], **_args.pairs(args.host, "--host", problems,
+                                                     lambda k, v: _args.onoff(v))}
     try:
         to_ns(args.duration)
     except ValueError as e:
         problems.append(("--duration", str(e)))
+    try:
+        config = Config(**{**data, "seed": args.seed})
+    except ConfigError as e:
+        problems += [(f"--{p}" if p in ("workload", "vendor") else
+                      _args.flag_for(p, {"host": "--host"}), m) for p, m in e.problems]
     if problems:
         raise ConfigError(problems)
-    ctx = graph.Context(lvtpc=args.lvtpc or (workload.lvtpc if workload else "nmi"))
+    order = config.check_order
+    ctx = graph.Context.of(config)
+    if args.lvtpc:
+        ctx = graph.Context(lvtpc=args.lvtpc, apicv=ctx.apicv)
     edges = analysis.back_edges(order, ctx)
     measured = None
-    if workload is not None and any(b.active for b in edges):
+    if has_workload and any(b.active for b in edges):
         # Measure in the context linted: --lvtpc overrides the workload's mode.
-        workload = workload.model_copy(update={"lvtpc": ctx.lvtpc})
-        res = simulate(Config(order=list(order), workload=workload, seed=args.seed),
+        workload = config.workload.model_copy(update={"lvtpc": ctx.lvtpc})
+        res = simulate(config.model_copy(update={"workload": workload}),
                        duration=args.duration, keep=())
         measured = (res, args.workload or label)
     print(f"# {label}: {len(order)} checks; LVTPC delivery mode {ctx.lvtpc.upper()}, "
-          f"APICv {'on' if ctx.apicv else 'off'}", file=out)
+          f"{config.vendor}, APICv {'on' if ctx.apicv else 'off'}", file=out)
     for b in edges:
         e = b.edge
         state = "FIRES" if b.active else "conditional"
