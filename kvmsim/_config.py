@@ -10,7 +10,7 @@ from . import catalogue, graph, profiles
 from ._costs import Costs
 from ._errors import ConfigError
 from ._validated import Validated
-from ._workload import Workload, preset
+from ._workload import Workload, ipi_target, preset
 
 ORDER_HELP = (f"a kernel profile ({', '.join(profiles.PROFILES)}) or a list of request "
               "names from `kvmsim orders`, ending with EVENT")
@@ -160,6 +160,9 @@ class Config(Validated):
                                       "none of the no-op requests "
                                       f"({', '.join(graph.NOOP_NAMES)})"))
         problems += resolve_host(self.host, self.vendor, self.switches)[1]
+        if self.costs.ipi == 0 and any(ipi_target(s.kind) for s in self.workload.sources):
+            problems.append(("costs.ipi", "0 ns; IPIs between vCPUs take at least 1 ns to "
+                                          "arrive: the vCPUs run in one time order by it"))
         pmu = self.workload.guest_pmu
         if pmu is not None and (pmu == "intel") != (self.vendor == "intel"):
             problems.append(("workload.guest_pmu", f"{pmu!r} runs on "

@@ -63,6 +63,7 @@ ctypedef struct ks_source:
     int32_t kind          # SRC_*
     int32_t dist          # DIST_*
     int32_t bit
+    int32_t target        # SRC_IPI, SRC_IPI_NMI: a vCPU, IPI_ANY or IPI_ALL
     uint8_t posted        # a posted interrupt (APICv): no kick, no VM-exit
     double mean_ns
     int64_t period_ns
@@ -71,11 +72,26 @@ ctypedef struct ks_source:
     int64_t idx
     bitgen_t *rng
 
-# What one Engine.run call shares with every vCPU: when to look for a stop, and why it stopped.
+# An IPI from another vCPU in flight: it arrives at t (ties in the order seq was sent).
+ctypedef struct ks_ipi:
+    int64_t t
+    int64_t seq
+    int32_t kind          # SRC_NMI or SRC_IRQ
+
+# A min-heap of IPIs in flight, by (t, seq).
+ctypedef struct ks_heap:
+    ks_ipi *items
+    int64_t n, cap
+
+# What one Engine.run call shares with every vCPU: when to look for a stop, and why it
+# stopped; and the whole VM, for IPIs between vCPUs.
 ctypedef struct ks_ctx:
     ks_poll poll          # NULL: never stop early
     void *poll_ctx
     int32_t stop          # STOP_*
+    void *vcpus           # ks_vcpu[n_vcpus]
+    int32_t n_vcpus
+    int64_t ipi_seq       # IPIs sent so far
 
 ctypedef struct ks_vcpu:
     uint64_t requests     # vcpu->requests
@@ -104,9 +120,15 @@ ctypedef struct ks_vcpu:
     uint8_t if_off        # the guest runs with IF = 0 until its STI;HLT
     uint8_t hlt_due       # ... which runs at the next guest instant
     uint8_t hlt_exit      # this VM-exit is a HLT's
-    uint8_t halted        # blocked in kvm_vcpu_block()
+    uint8_t halted        # blocked in kvm_vcpu_block() (or HLT, not yet decided)
+    uint8_t halt_checked  # ... kvm_vcpu_check_block said so
     uint8_t exit_fast, exit_slow   # what the VM-exit being handled carries
     uint8_t in_host       # between a VM-exit (or KVM_RUN) and the VM-Enter that ends it
+    uint8_t ps_active     # a pass stopped at a coupled run's horizon goes on from here
+    uint8_t ps_late       # ... after its checks
+    int32_t ps_pos
+    uint64_t ps_raised
+    int64_t ps_t0, ps_event_ns
     int32_t op_seq, op_next, op_n  # the perf NMI handler's accesses (PMI_HANDLER_OPS)
     int64_t op_at
     int64_t pmi_nmi_at    # a host PMI (NMI) in flight lands then
@@ -122,6 +144,8 @@ ctypedef struct ks_vcpu:
     int64_t budget        # loop steps left before the next poll
     ks_source *host
     int32_t n_host
+    ks_heap in_kick       # IPIs from other vCPUs that kick (NMI; fixed without APICv)
+    ks_heap in_posted     # ... that are posted (fixed, APICv)
     int64_t next_kick     # the next host-side arrival that kicks the vCPU (cached)
     int64_t next_posted   # the next posted interrupt (cached)
     ks_source *guest

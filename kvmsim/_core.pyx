@@ -9,7 +9,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.stdint cimport int32_t, int64_t, uint64_t
-from libc.stdlib cimport calloc, free
+from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memcpy
 from numpy.random cimport bitgen_t
 from numpy.random.c_distributions cimport random_standard_exponential
@@ -34,6 +34,56 @@ cdef inline int64_t max64(int64_t a, int64_t b) noexcept nogil:
 
 cdef inline int64_t min64(int64_t a, int64_t b) noexcept nogil:
     return a if a < b else b
+
+# --- IPIs in flight: a min-heap by (t, seq) ---------------------------------------------------
+cdef inline bint ipi_before(const ks_ipi *a, const ks_ipi *b) noexcept nogil:
+    return a.t < b.t or (a.t == b.t and a.seq < b.seq)
+
+cdef bint heap_push(ks_heap *h, int64_t t, int64_t seq, int32_t kind) noexcept nogil:
+    # False when there is no memory for it
+    cdef int64_t i, up, cap
+    cdef ks_ipi *items
+    cdef ks_ipi x
+    if h.n == h.cap:
+        cap = 16 if h.cap == 0 else 2 * h.cap
+        items = <ks_ipi *> realloc(h.items, cap * sizeof(ks_ipi))
+        if items == NULL:
+            return 0
+        h.items, h.cap = items, cap
+    x.t, x.seq, x.kind = t, seq, kind
+    i = h.n
+    h.n += 1
+    while i > 0:
+        up = (i - 1) // 2
+        if not ipi_before(&x, &h.items[up]):
+            break
+        h.items[i] = h.items[up]
+        i = up
+    h.items[i] = x
+    return 1
+
+cdef ks_ipi heap_pop(ks_heap *h) noexcept nogil:
+    cdef ks_ipi top = h.items[0], last
+    cdef int64_t i = 0, child
+    h.n -= 1
+    last = h.items[h.n]
+    while True:
+        child = 2 * i + 1
+        if child >= h.n:
+            break
+        if child + 1 < h.n and ipi_before(&h.items[child + 1], &h.items[child]):
+            child += 1
+        if not ipi_before(&h.items[child], &last):
+            break
+        h.items[i] = h.items[child]
+        i = child
+    if h.n:
+        h.items[i] = last
+    return top
+
+cdef inline int64_t heap_head(const ks_heap *h) noexcept nogil:
+    return h.items[0].t if h.n else NEVER
+
 
 cdef inline void source_step(ks_source *s) noexcept nogil:
     if s.dist == DIST_POISSON:
@@ -60,6 +110,8 @@ cdef inline void update_next(ks_vcpu *v, const ks_params *p) noexcept nogil:
     # The next host-side arrivals, cached: the loop asks for them at every step.
     cdef int64_t k = min64(min64(v.ext_nmi_at, v.pmi_nmi_at), NEVER if p.apicv else v.ext_irq_at)
     cdef int64_t q = v.ext_irq_at if p.apicv else NEVER
+    k = min64(k, heap_head(&v.in_kick))
+    q = min64(q, heap_head(&v.in_posted))
     cdef int i
     for i in range(v.n_host):
         if v.host[i].posted:
@@ -252,6 +304,14 @@ cdef void host_pmi(ks_vcpu *v, const ks_params *p, int64_t *c, bint in_guest) no
             c[C_PMIS_IRQ_WORK] += 1
             deliver_pmi(v, p, c)
 
+cdef inline void apply_ipis(ks_vcpu *v, const ks_params *p, ks_heap *h, int64_t t,
+                            int64_t *c, tracing *tr) noexcept nogil:
+    # Other vCPUs' IPIs that have arrived by t, in order (__apic_accept_irq)
+    cdef ks_ipi x
+    while h.n and h.items[0].t <= t:
+        x = heap_pop(h)
+        arrive(v, p, x.kind, 0, 1, c, x.t, tr)
+
 cdef inline void apply_host(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c,
                             bint in_guest, tracing *tr) noexcept nogil:
     # Every host-side arrival at or before t. Arrivals of one source are applied together,
@@ -269,6 +329,8 @@ cdef inline void apply_host(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *
         arrive(v, p, SRC_IRQ, 0, v.ext_irq, c, v.ext_irq_at, tr)
         v.ext_irq = 0
         v.ext_irq_at = NEVER
+    apply_ipis(v, p, &v.in_kick, t, c, tr)
+    apply_ipis(v, p, &v.in_posted, t, c, tr)
     if v.pmi_nmi_at <= t:
         host_pmi(v, p, c, in_guest)
     update_next(v, p)
@@ -284,6 +346,7 @@ cdef inline void apply_posted(ks_vcpu *v, const ks_params *p, int64_t t, int64_t
         arrive(v, p, SRC_IRQ, 0, v.ext_irq, c, v.ext_irq_at, tr)
         v.ext_irq = 0
         v.ext_irq_at = NEVER
+    apply_ipis(v, p, &v.in_posted, t, c, tr)
     update_next(v, p)
 
 
@@ -302,7 +365,7 @@ cdef inline bint hlt_exits(const ks_vcpu *v, const ks_params *p) noexcept nogil:
 cdef inline bint event_exits(const ks_vcpu *v, const ks_params *p, int kind) noexcept nogil:
     # Whether a guest-side event makes a VM-exit. STI;HLT never does by itself: it becomes
     # hlt_due, which decides once the rest of its instant has happened.
-    if kind == SRC_IPI_SELF:
+    if kind == SRC_IPI_SELF or kind == SRC_IPI:
         return not p.ipiv
     return kind != SRC_HLT
 
@@ -455,8 +518,47 @@ cdef inline void hlt(ks_vcpu *v, const ks_params *p, int64_t *c) noexcept nogil:
         else:
             v.exit_slow = 1
 
-cdef inline void guest_event(ks_vcpu *v, const ks_params *p, int kind,
+cdef void send_ipi(ks_vcpu *v, const ks_params *p, ks_source *s, int64_t t,
+                   int64_t *c) noexcept nogil:
+    # kvm_apic_send_ipi -> kvm_irq_delivery_to_apic: the IPI reaches each target cost_ipi
+    # later; there __apic_accept_irq posts it (fixed, APICv), or sets the IRR and kicks, or
+    # injects an NMI and kicks. A target of "any" is drawn from the source's stream.
+    cdef int n = v.ctx.n_vcpus, i, j, lo, hi
+    cdef int32_t kind = SRC_NMI if s.kind == SRC_IPI_NMI else SRC_IRQ
+    cdef ks_vcpu *w
+    cdef ks_heap *h
+    if s.target == IPI_ALL:
+        lo, hi = 0, n
+    elif s.target == IPI_ANY:
+        j = <int>(s.rng.next_double(s.rng.state) * (n - 1))
+        lo = j + (j >= v.index)
+        hi = lo + 1
+    else:
+        lo, hi = s.target, s.target + 1
+    for i in range(lo, hi):
+        if i == v.index:
+            continue
+        w = &(<ks_vcpu *>v.ctx.vcpus)[i]
+        h = &w.in_posted if kind == SRC_IRQ and p.apicv else &w.in_kick
+        if not heap_push(h, t + p.cost_ipi, v.ctx.ipi_seq, kind):
+            v.ctx.stop = STOP_NOMEM
+            return
+        v.ctx.ipi_seq += 1
+        c[C_IPIS_SENT] += 1
+        update_next(w, p)
+
+cdef inline int64_t next_send(const ks_vcpu *v) noexcept nogil:
+    # The earliest time this vCPU can still send an IPI (NEVER: it sends none)
+    cdef int64_t t = NEVER
+    cdef int i
+    for i in range(v.n_guest):
+        if v.guest[i].kind == SRC_IPI or v.guest[i].kind == SRC_IPI_NMI:
+            t = min64(t, max64(v.guest[i].next_t, v.now))
+    return t
+
+cdef inline void guest_event(ks_vcpu *v, const ks_params *p, ks_source *s, int64_t t,
                              int64_t *c) noexcept nogil:
+    cdef int kind = s.kind
     if kind == SRC_EMUL_PMI:
         # kvm_pmu_trigger_event -> kvm_pmu_request_counter_reprogram
         v.pmu_reprogram = 1
@@ -473,8 +575,14 @@ cdef inline void guest_event(ks_vcpu *v, const ks_params *p, int kind,
             v.timer_pending = 1
             make_request(v, BIT_UNBLOCK)
         v.exit_fast = 1
-    elif kind == SRC_IPI_SELF:          # x2APIC ICR write to itself
-        accept_irq(v, p, 1, c)
+    elif kind == SRC_IPI_NMI:           # ICR write, APIC_DM_NMI: a full exit
+        send_ipi(v, p, s, t, c)
+        v.exit_slow = 1
+    elif kind == SRC_IPI_SELF or kind == SRC_IPI:   # x2APIC ICR write, APIC_DM_FIXED
+        if kind == SRC_IPI:
+            send_ipi(v, p, s, t, c)
+        else:
+            accept_irq(v, p, 1, c)
         if not p.ipiv:
             if p.fastpath_reenter:
                 v.exit_fast = 1
@@ -510,7 +618,7 @@ cdef void apply_guest(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c) noe
                 source_step(s)
             continue
         while s.next_t <= t:
-            guest_event(v, p, s.kind, c)
+            guest_event(v, p, s, t, c)
             source_step(s)
     if v.hlt_due:
         hlt(v, p, c)
@@ -529,11 +637,13 @@ cdef void apply_in_guest(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c,
     v.if_off = 0
     for i in range(v.n_guest):
         s = &v.guest[i]
-        if s.kind != SRC_IPI_SELF and s.kind != SRC_HLT:
+        if s.kind != SRC_IPI_SELF and s.kind != SRC_HLT and s.kind != SRC_IPI:
             continue
         while s.next_t <= t:
             if s.kind == SRC_IPI_SELF:
                 accept_irq(v, p, 1, c)
+            elif s.kind == SRC_IPI:
+                send_ipi(v, p, s, t, c)
             else:
                 v.hlt_due = 1
                 v.if_off = 1
@@ -691,21 +801,36 @@ cdef void enter(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c) noexcept 
     v.entry_t = t
     v.guest_since = t
 
-cdef int64_t one_pass(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c, bint *entered,
-                      tracing *tr) noexcept nogil:
+cdef enum:
+    PASS_ENTERED, PASS_CANCELLED, PASS_SUSPENDED
+
+cdef int64_t one_pass(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c, int *outcome,
+                      int64_t horizon, tracing *tr) noexcept nogil:
+    # One pass from t, or the rest of the suspended one (ps_*); it stops before anything at
+    # or after `horizon` (a coupled run: an IPI may still arrive then).
     cdef int n = p.n_checks, pos, r, bit
-    cdef int64_t t0, t_r, ta, passed, cost, event_ns = 0
-    cdef uint64_t rm, before, x, raised = 0   # raised: bits this pass's handlers raised
-    apply_host(v, p, t, c, 0, tr)
-    v.req_immediate_exit = 0
-    t0 = t
-    # if (kvm_request_pending(vcpu)) { ... }; the EVENT check follows the block
-    pos = 0 if v.requests else n - 1
-    while True:
+    cdef int64_t t0, t_r, ta, passed, cost, event_ns
+    cdef uint64_t rm, before, x, raised   # raised: bits this pass's handlers raised
+    cdef bint late
+    if v.ps_active:
+        v.ps_active = 0
+        pos, raised, t0, event_ns, late = v.ps_pos, v.ps_raised, v.ps_t0, v.ps_event_ns, v.ps_late
+    else:
+        apply_host(v, p, t, c, 0, tr)
+        v.req_immediate_exit = 0
+        # if (kvm_request_pending(vcpu)) { ... }; the EVENT check follows the block
+        pos = 0 if v.requests else n - 1
+        raised, t0, event_ns, late = 0, t, 0, 0
+    while not late:
         rm = ranks_from(v, p, pos)
         r = ctz(rm) if rm else n
         t_r = t + (r - pos) * p.cost_check
         ta = next_host(v)
+        if t >= horizon or min64(ta, t_r) >= horizon:
+            v.ps_active, v.ps_late = 1, 0
+            v.ps_pos, v.ps_raised, v.ps_t0, v.ps_event_ns = pos, raised, t0, event_ns
+            outcome[0] = PASS_SUSPENDED
+            return t
         if ta <= t_r:
             # arrivals land among the checks: those that started before them have run
             if ta > t and p.cost_check:
@@ -716,6 +841,9 @@ cdef int64_t one_pass(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c, bin
             continue
         if r == n:
             t = t_r
+            c[C_NS_REQUESTS] += t - t0 - event_ns
+            c[C_NS_EVENT] += event_ns
+            late = 1
             break
         bit = p.order[r]
         if tracing is traced:
@@ -730,9 +858,12 @@ cdef int64_t one_pass(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c, bin
         before = v.requests
         handle(v, p, bit, t_r, c, tr)
         raised = (raised & ~((<uint64_t>1) << bit)) | (v.requests & ~before)
-    c[C_NS_REQUESTS] += t - t0 - event_ns
-    c[C_NS_EVENT] += event_ns
     # kvm_mmu_reload .. smp_store_release(mode, IN_GUEST_MODE) .. kvm_vcpu_exit_request()
+    if t + p.cost_state_load >= horizon:
+        v.ps_active, v.ps_late = 1, 1
+        v.ps_pos, v.ps_raised, v.ps_t0, v.ps_event_ns = pos, raised, t0, event_ns
+        outcome[0] = PASS_SUSPENDED
+        return t
     t += p.cost_state_load
     c[C_NS_STATE_LOAD] += p.cost_state_load
     v.mode = IN_GUEST_MODE
@@ -757,7 +888,7 @@ cdef int64_t one_pass(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c, bin
         if v.entry_event != ENTRY_NONE or v.req_immediate_exit:
             make_request(v, BIT_EVENT)
         v.entry_event = ENTRY_NONE
-        entered[0] = 0
+        outcome[0] = PASS_CANCELLED
         return vcpu_run_tail(v, p, t, c)
     if v.req_immediate_exit:            # raised after the late check: no cancel
         make_request(v, BIT_EVENT)
@@ -766,7 +897,7 @@ cdef int64_t one_pass(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c, bin
     c[C_NS_VMENTER] += p.cost_vmenter
     c[C_VMENTERS] += 1
     enter(v, p, t, c)
-    entered[0] = 1
+    outcome[0] = PASS_ENTERED
     return t
 
 cdef inline bint runnable(const ks_vcpu *v, const ks_params *p) noexcept nogil:
@@ -799,7 +930,9 @@ cdef int exit_reason(const ks_vcpu *v, const ks_params *p, int64_t t) noexcept n
                 return R_EPT_MISCONFIG
             if kind == SRC_TIMER:
                 return R_PREEMPTION_TIMER
-            return R_ICR_WRITE if kind == SRC_IPI_SELF else R_GUEST
+            if kind == SRC_IPI_SELF or kind == SRC_IPI or kind == SRC_IPI_NMI:
+                return R_ICR_WRITE
+            return R_GUEST
     if v.guest_exit_at <= t:
         return R_GUEST
     if v.nmi_blocked and v.op_next < v.op_n:
@@ -855,30 +988,28 @@ cdef inline int vm_exit(ks_vcpu *v, const ks_params *p, int64_t *t_io, int64_t *
         enter(v, p, t, c)
         t_io[0] = t
         return OUT_REENTERED
-    t = vcpu_run_tail(v, p, t, c)
-    t_io[0] = t
-    if halt:
-        apply_host(v, p, t, c, 0, tr)   # what arrived while the exit was handled
-        if not runnable(v, p):          # vcpu_block -> kvm_vcpu_halt
-            if tracing is traced:
-                hook(v, t, T_HALT, 1, 0)
-            return OUT_HALTED
-    return OUT_PASS
+    t_io[0] = vcpu_run_tail(v, p, t, c)
+    return OUT_HALTED if halt else OUT_PASS
 
 cdef inline bint passes(ks_vcpu *v, const ks_params *p, int64_t *until,
                         tracing *tr) noexcept nogil:
     # Passes (vcpu_run's loop) from pass_at until a VM-Enter completes: true; or until
     # `until` comes first, as it does while every entry keeps being cancelled: false.
     cdef int64_t t = v.pass_at
-    cdef bint entered = 0
+    # a coupled run stops every pass at `until`: an IPI may still arrive after it
+    cdef int64_t horizon = until[0] if p.coupled else NEVER
+    cdef int outcome
     while True:
         until[0] = poll(v, t, until[0])
         if t >= until[0]:
             break
-        t = one_pass(v, p, t, row(v, p, t), &entered, tr)
-        if entered:
+        # the counts of a pass go to the interval it started in
+        t = one_pass(v, p, t, row(v, p, v.ps_t0 if v.ps_active else t), &outcome, horizon, tr)
+        if outcome == PASS_ENTERED:
             v.in_host = 0
             return 1
+        if outcome == PASS_SUSPENDED:
+            break
         if v.requests & p.unconsumable:
             v.ctx.stop = STOP_UNCONSUMABLE
             until[0] = t
@@ -896,11 +1027,27 @@ cdef inline int64_t next_hv_timer(const ks_vcpu *v) noexcept nogil:
 
 cdef inline bint blocked(ks_vcpu *v, const ks_params *p, int64_t *until,
                          tracing *tr) noexcept nogil:
-    # Blocked in kvm_vcpu_block(): host arrivals may wake it. False when `until` comes
-    # first; true once it is runnable again (the next pass is then due at pass_at).
+    # After HLT: kvm_vcpu_halt -> kvm_vcpu_check_block with what has arrived by then
+    # (runnable: the next pass at once); else blocked in kvm_vcpu_block(), where host
+    # arrivals may wake it. False when `until` comes first; true once it is runnable again
+    # (the next pass is then due at pass_at).
     cdef int64_t t
     cdef int64_t *c
     cdef int i
+    if not v.halt_checked:
+        t = v.halt_since
+        until[0] = poll(v, t, until[0])
+        if t >= until[0]:
+            return 0
+        apply_host(v, p, t, row(v, p, t), 0, tr)
+        v.halt_checked = 1
+        if runnable(v, p):
+            v.halted = 0
+            v.pass_at = t
+            v.in_host = 1
+            return 1
+        if tracing is traced:
+            hook(v, t, T_HALT, 1, 0)
     while True:
         # (a timer due while the HLT exit was handled fires as the block starts)
         t = max64(min64(next_host(v), next_hv_timer(v)), v.halt_since)
@@ -961,6 +1108,7 @@ cdef inline void run_vcpu(ks_vcpu *v, const ks_params *p, int64_t until,
                 v.in_host = 1
             elif outcome == OUT_HALTED:
                 v.halted = 1
+                v.halt_checked = 0
                 v.halt_since = t
         else:
             apply_in_guest(v, p, t, row(v, p, t), tr)
@@ -971,6 +1119,35 @@ cdef void ks_vcpu_run(ks_vcpu *v, const ks_params *p, int64_t until) noexcept no
         run_vcpu(v, p, until, <traced *>NULL)
     else:
         run_vcpu(v, p, until, <untraced *>NULL)
+
+
+cdef void run_coupled(ks_vcpu *vcpus, int n, const ks_params *p, ks_ctx *ctx,
+                      int64_t until) noexcept nogil:
+    # vCPUs that send each other IPIs, in one time order: conservative lookahead. A vCPU
+    # may run to the earliest time another can still send plus cost_ipi: nothing can then
+    # reach it in its past. Each round moves the earliest sender past its send.
+    cdef int i, first
+    cdef int64_t send, best, second, other, bound
+    cdef bint done
+    while True:
+        first, best, second = 0, NEVER, NEVER
+        for i in range(n):
+            send = next_send(&vcpus[i])
+            if send < best:
+                first, best, second = i, send, best
+            elif send < second:
+                second = send
+        done = 1
+        for i in range(n):
+            other = second if i == first else best
+            bound = until if other == NEVER else min64(until, other + p.cost_ipi)
+            if bound > vcpus[i].now:
+                ks_vcpu_run(&vcpus[i], p, bound)
+                if ctx.stop != STOP_DONE:
+                    return
+            done = done and vcpus[i].now >= until
+        if done:
+            return
 
 
 # --- Python side --------------------------------------------------------------------------
@@ -1017,6 +1194,7 @@ cdef void _init_source(list keep, ks_source *s, sp, seed, bint posted):
     s.kind = sp.kind
     s.dist = sp.dist
     s.bit = sp.bit
+    s.target = sp.target
     s.mean_ns = sp.mean_ns
     s.period_ns = sp.period_ns
     s.ntimes = len(sp.times_ns)
@@ -1050,6 +1228,8 @@ cdef class Engine:
         self.sources = <ks_source *> calloc(max(1, len(plan.sources)), sizeof(ks_source))
         if self.vcpus == NULL or self.sources == NULL:
             raise MemoryError()
+        self.ctx.vcpus = self.vcpus
+        self.ctx.n_vcpus = plan.vcpus
         # Sources grouped per vCPU: host-side first, then guest-side, in plan order.
         by_vcpu = [[] for _ in range(plan.vcpus)]
         for sp in plan.sources:
@@ -1088,9 +1268,16 @@ cdef class Engine:
         n = len(self._plan.sources)
         sources = [(self.sources[i].next_t, self.sources[i].idx) for i in range(n)]
         streams = [bg.state for bg in self._keep if isinstance(bg, np.random.PCG64)]
-        return _restore, (self._plan, vcpus, sources, streams)
+        ipis = [[_heap_items(&self.vcpus[i].in_kick), _heap_items(&self.vcpus[i].in_posted)]
+                for i in range(self.n_vcpus)]
+        return _restore, (self._plan, vcpus, sources, streams, ipis, self.ctx.ipi_seq)
 
     def __dealloc__(self):
+        cdef int i
+        if self.vcpus != NULL:
+            for i in range(self.n_vcpus):
+                free(self.vcpus[i].in_kick.items)
+                free(self.vcpus[i].in_posted.items)
         free(self.vcpus)
         free(self.sources)
 
@@ -1115,11 +1302,17 @@ cdef class Engine:
                     self.vcpus[i].counts = base + i * stride
                     self.vcpus[i].first = first_interval
                     self.vcpus[i].row_end = 0           # the window moved: find rows anew
-                    ks_vcpu_run(&self.vcpus[i], &self.params, until_ns)
-                    if self.ctx.stop != STOP_DONE:
-                        break
+                if self.params.coupled:
+                    run_coupled(self.vcpus, self.n_vcpus, &self.params, &self.ctx, until_ns)
+                else:
+                    for i in range(self.n_vcpus):
+                        ks_vcpu_run(&self.vcpus[i], &self.params, until_ns)
+                        if self.ctx.stop != STOP_DONE:
+                            break
         finally:
             self._stop_event = None
+        if self.ctx.stop == STOP_NOMEM:
+            raise MemoryError("no memory for the IPIs in flight between vCPUs")
         if self._hook_error is not None:
             error, self._hook_error = self._hook_error, None
             raise error
@@ -1173,11 +1366,15 @@ cdef class Engine:
             v.now, v.mode, v.requests, v.nmi_queued, v.nmi_pending, v.nmi_injected,
             v.irq_pending, v.irq_injected, v.smi_pending, v.nmi_window, v.irq_window,
             v.lvtpc_masked, v.nmi_blocked, v.irq_blocked, v.in_host, v.vnmi_pending,
-            v.halted, v.xfer, v.timer_pending)))
+            v.halted, v.xfer, v.timer_pending, v.ps_t0 if v.ps_active else v.now)))
 
 
 
-def _restore(plan, vcpus, sources, streams):
+cdef list _heap_items(const ks_heap *h):
+    return [(h.items[j].t, h.items[j].seq, h.items[j].kind) for j in range(h.n)]
+
+
+def _restore(plan, vcpus, sources, streams, ipis, ipi_seq):
     cdef Engine e = Engine(plan)
     cdef ks_vcpu fresh
     cdef int i
@@ -1186,12 +1383,19 @@ def _restore(plan, vcpus, sources, streams):
         memcpy(&e.vcpus[i], <const char *>vcpus[i], sizeof(ks_vcpu))
         e.vcpus[i].host, e.vcpus[i].guest = fresh.host, fresh.guest
         e.vcpus[i].exit_rng, e.vcpus[i].ctx = fresh.exit_rng, fresh.ctx
+        e.vcpus[i].in_kick = e.vcpus[i].in_posted = fresh.in_kick    # empty: filled below
+        for heap, items in zip((0, 1), ipis[i]):
+            for t, seq, kind in items:
+                if not heap_push(&e.vcpus[i].in_kick if heap == 0 else &e.vcpus[i].in_posted,
+                                 t, seq, kind):
+                    raise MemoryError()
         e.vcpus[i].counts, e.vcpus[i].row, e.vcpus[i].row_end = NULL, NULL, 0
         e.vcpus[i].hook, e.vcpus[i].hook_ctx = NULL, NULL
     for i, (next_t, idx) in enumerate(sources):
         e.sources[i].next_t, e.sources[i].idx = next_t, idx
     for bg, state in zip([bg for bg in e._keep if isinstance(bg, np.random.PCG64)], streams):
         bg.state = state
+    e.ctx.ipi_seq = ipi_seq
     return e
 
 

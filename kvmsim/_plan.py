@@ -14,7 +14,9 @@ from . import _spec, catalogue, graph
 from ._config import Config
 from ._limits import NS, times_to_ns, to_ns
 from ._spec import Dist, Handler, Lvtpc, Src
-from ._workload import Periodic, Poisson
+from ._workload import Periodic, Poisson, ipi_target
+
+SHARED = 2**32 - 1        # spawn key of a stream every vCPU shares (request-all:NAME)
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ class SourcePlan:
     start_ns: int         # Periodic
     times_ns: np.ndarray  # Trace (int64); one array shared by every vCPU of the source
     spawn_key: tuple[int, int]
+    target: int = 0       # Src.IPI / IPI_NMI: the vCPU it goes to, or IPI_ANY, IPI_ALL
 
 
 @dataclass(frozen=True)
@@ -46,16 +49,18 @@ def _source_plans(cfg: Config, soft_timer: bool) -> list[SourcePlan]:
     wl = cfg.workload
     out = []
     for idx, s in enumerate(wl.sources):
-        bit = 0
+        bit, target, ipi = 0, 0, ipi_target(s.kind)
         if s.kind in _spec.SRC_OF_KIND:
             kind = _spec.SRC_OF_KIND[s.kind]
+        elif ipi is not None:
+            kind, target = ipi
         else:
-            kind, bit = Src.REQUEST, catalogue.bit_of(s.kind.removeprefix("request:"))
+            kind, bit = Src.REQUEST, catalogue.bit_of(s.kind.partition(":")[2])
         # The LAPIC timer on the VMX preemption timer fires in guest mode only; on a host
         # hrtimer it fires on the host CPU in any mode (apic_timer_expired).
         guest = kind in _spec.GUEST_SIDE or (kind == Src.TIMER and not soft_timer)
         shape = dict(kind=kind, bit=bit, guest=guest, mean_ns=0.0, period_ns=0, start_ns=0,
-                     times_ns=_NO_TIMES)
+                     times_ns=_NO_TIMES, target=target)
         if isinstance(s, Poisson):
             shape.update(dist=Dist.POISSON, mean_ns=NS / s.rate)
         elif isinstance(s, Periodic):
@@ -63,8 +68,13 @@ def _source_plans(cfg: Config, soft_timer: bool) -> list[SourcePlan]:
                          start_ns=to_ns(s.start, 0))
         else:
             shape.update(dist=Dist.TRACE, times_ns=times_to_ns(s.times))
-        targets = range(wl.vcpus) if s.vcpu is None else (s.vcpu,)
-        out += [SourcePlan(vcpu=v, spawn_key=(v, idx + 1), **shape) for v in targets]
+        # ipi:N from every vCPU: every vCPU but N sends
+        vcpus = [v for v in (range(wl.vcpus) if s.vcpu is None else (s.vcpu,))
+                 if ipi is None or v != target]
+        # request-all:NAME: one stream, the same arrivals on every vCPU
+        shared = s.kind.startswith("request-all:")
+        out += [SourcePlan(vcpu=v, spawn_key=(SHARED if shared else v, idx + 1), **shape)
+                for v in vcpus]
     # STI;HLT runs after whatever else the guest does at the same instant (with IF = 0).
     return sorted(out, key=lambda sp: sp.kind == Src.HLT)
 
@@ -112,6 +122,7 @@ def build(cfg: Config, interval_ns: int) -> Plan:
         iret_exits=int(not intel and not host["vnmi"]), idle_hlt=int(host["idle_hlt"]),
         fastpath_reenter=int(sw["fastpath_reenter"] == "timer-icr-hlt"),
         soft_timer=int(soft_timer),
+        coupled=int(any(ipi_target(s.kind) is not None for s in wl.sources)),
         pmi_ops_n=[len(seq) for seq in ops],
         pmi_ops_pmu=[sum(1 << i for i, op in enumerate(seq) if op == "PMU") for seq in ops],
         pmi_ops_lvtpc=[seq.index("LVTPC") if "LVTPC" in seq else -1 for seq in ops],

@@ -7,6 +7,7 @@ docs/model.md gives the citations. The codes, bits and columns come from _spec.p
 
 from __future__ import annotations
 
+import heapq
 import types
 
 import numpy as np
@@ -22,8 +23,11 @@ C = types.SimpleNamespace(**{c.name.replace("ns.", "ns_"): i
                              for i, c in enumerate(_spec.COUNTERS)})
 REQUESTS, CANCEL_ASYNC, CANCEL_BACKEDGE = (BIT_BASE[g] for g in _spec.BIT_GROUPS)
 # What ended a VM-exit's handling: a pass of vcpu_enter_guest() follows, the fastpath
-# re-entered the guest, or the vCPU blocked in kvm_vcpu_block() after HLT.
+# re-entered the guest, or HLT: kvm_vcpu_halt decides whether to block.
 PASS, REENTERED, HALTED = range(3)
+# How a pass ended: the guest runs, the entry was cancelled, or the pass stopped at the
+# horizon of a coupled run and goes on later (its state in _VCpu.ps).
+ENTERED, CANCELLED, SUSPENDED = range(3)
 NO_PMI_YET = -(2 ** 62)
 
 
@@ -45,6 +49,7 @@ class _Source:
     def __init__(self, sp: SourcePlan, seed: int, posted: bool):
         self.kind, self.bit, self.dist = sp.kind, sp.bit, sp.dist
         self.mean, self.period, self.times = sp.mean_ns, sp.period_ns, sp.times_ns
+        self.target = sp.target
         self.posted = posted              # a posted interrupt: no kick, no VM-exit
         self.idx = 0
         self.gen = np.random.Generator(bit_generator(seed, sp.spawn_key))
@@ -118,7 +123,9 @@ class _VCpu:
         self.hlt_due = False              # ... which runs at the next guest instant
         self.hlt_exit = False             # this VM-exit is a HLT's
         self.halted = False               # blocked in kvm_vcpu_block()
+        self.halt_checked = False         # ... after kvm_vcpu_check_block said so
         self.halt_since = 0
+        self.ps = None                    # a suspended pass: [pos, raised, t0, event_ns, late]
         self.exit_fast = self.exit_slow = False   # what the VM-exit being handled carries
         self.in_host = True               # KVM_RUN: the first pass starts at t = 0
         self.pass_at = 0                  # in the host: when the next pass starts
@@ -128,6 +135,9 @@ class _VCpu:
         self.guest_exit_at = NEVER
         self.ext_nmi_at = self.ext_irq_at = NEVER    # Engine.inject: due then
         self.ext_nmi = self.ext_irq = 0
+        # IPIs from other vCPUs in flight: (arrival, seq, Src.NMI or Src.IRQ) heaps, the
+        # posted ones (fixed, APICv) apart from those that kick
+        self.in_kick, self.in_posted = [], []
         self.budget = POLL_EVERY
         self.t_now = 0                    # time of the handler running (for trace hooks)
 
@@ -151,12 +161,14 @@ class _VCpu:
         """The next host-side arrival that kicks the vCPU (IPI -> VM-exit in guest mode)."""
         t = min((s.next_t for s in self.host if not s.posted), default=NEVER)
         return min(t, self.ext_nmi_at, self.pmi_nmi_at,
-                   NEVER if self.p.apicv else self.ext_irq_at)
+                   NEVER if self.p.apicv else self.ext_irq_at,
+                   self.in_kick[0][0] if self.in_kick else NEVER)
 
     def _next_posted(self):
         """The next posted interrupt (APICv): it reaches a running guest without a VM-exit."""
         t = min((s.next_t for s in self.host if s.posted), default=NEVER)
-        return min(t, self.ext_irq_at if self.p.apicv else NEVER)
+        return min(t, self.ext_irq_at if self.p.apicv else NEVER,
+                   self.in_posted[0][0] if self.in_posted else NEVER)
 
     def _next_host(self):
         return min(self._next_kick(), self._next_posted())
@@ -192,8 +204,16 @@ class _VCpu:
         if self.ext_irq_at <= t:
             self._arrive(Src.IRQ, 0, self.ext_irq, c, self.ext_irq_at)
             self.ext_irq, self.ext_irq_at = 0, NEVER
+        self._apply_ipis(self.in_kick, t, c)
+        self._apply_ipis(self.in_posted, t, c)
         if self.pmi_nmi_at <= t:
             self._host_pmi(c, in_guest)
+
+    def _apply_ipis(self, heap, t, c):
+        """Other vCPUs' IPIs that have arrived by t, in order (__apic_accept_irq)."""
+        while heap and heap[0][0] <= t:
+            at, _, kind = heapq.heappop(heap)
+            self._arrive(kind, 0, 1, c, at)
 
     def _apply_source(self, s, t, c):
         while s.next_t <= t:
@@ -213,6 +233,7 @@ class _VCpu:
         if self.p.apicv and self.ext_irq_at <= t:
             self._arrive(Src.IRQ, 0, self.ext_irq, c, self.ext_irq_at)
             self.ext_irq, self.ext_irq_at = 0, NEVER
+        self._apply_ipis(self.in_posted, t, c)
 
     def _arrive(self, kind, bit, k, c, t):
         """k arrivals of one kind at once."""
@@ -303,7 +324,7 @@ class _VCpu:
     def _event_exits(self, kind):
         """Whether a guest-side event makes a VM-exit. STI;HLT never does by itself: it
         becomes hlt_due, which decides once the rest of its instant has happened."""
-        if kind == Src.IPI_SELF:
+        if kind == Src.IPI_SELF or kind == Src.IPI:
             return not self.p.ipiv
         return kind != Src.HLT
 
@@ -441,12 +462,13 @@ class _VCpu:
                     s.step()
                 continue
             while s.next_t <= t:
-                self._guest_event(s.kind, c)
+                self._guest_event(s, c, t)
                 s.step()
         if self.hlt_due:
             self._hlt(c)
 
-    def _guest_event(self, kind, c):
+    def _guest_event(self, s, c, t):
+        kind = s.kind
         if kind == Src.EMUL_PMI:
             # kvm_pmu_trigger_event -> kvm_pmu_request_counter_reprogram
             self.pmu_reprogram = True
@@ -463,8 +485,14 @@ class _VCpu:
                 self.timer_pending = True
                 self.requests |= 1 << UNBLOCK_BIT
             self.exit_fast = True
-        elif kind == Src.IPI_SELF:                 # x2APIC ICR write to itself
-            self._accept_irq(c)
+        elif kind == Src.IPI_NMI:                  # ICR write, APIC_DM_NMI: a full exit
+            self._send_ipi(s, t, c)
+            self.exit_slow = True
+        elif kind == Src.IPI_SELF or kind == Src.IPI:   # x2APIC ICR write, APIC_DM_FIXED
+            if kind == Src.IPI:
+                self._send_ipi(s, t, c)
+            else:
+                self._accept_irq(c)
             if not self.p.ipiv:
                 if self.p.fastpath_reenter:
                     self.exit_fast = True
@@ -475,6 +503,32 @@ class _VCpu:
             self.if_off = True
         else:                                      # Src.EXIT: the guest's own exit
             self.exit_slow = True
+
+    def _send_ipi(self, s, t, c):
+        """kvm_apic_send_ipi -> kvm_irq_delivery_to_apic: the IPI reaches each target
+        cost_ipi later; there __apic_accept_irq posts it (fixed, APICv), or sets the IRR and
+        kicks, or injects an NMI and kicks. A target of "any" is drawn from the source's
+        stream among the other vCPUs."""
+        e, n = self.e, self.e.n_vcpus
+        if s.target == _spec.IPI_ALL:
+            targets = [i for i in range(n) if i != self.index]
+        elif s.target == _spec.IPI_ANY:
+            j = int(s.gen.random() * (n - 1))
+            targets = [j + (j >= self.index)]
+        else:
+            targets = [s.target]
+        kind = Src.NMI if s.kind == Src.IPI_NMI else Src.IRQ
+        for i in targets:
+            w = e.vcpus[i]
+            heap = w.in_posted if kind == Src.IRQ and self.p.apicv else w.in_kick
+            heapq.heappush(heap, (t + self.p.cost_ipi, e.ipi_seq, kind))
+            e.ipi_seq += 1
+        c[C.ipis_sent] += len(targets)
+
+    def _next_send(self):
+        """The earliest time this vCPU can still send an IPI (NEVER: it sends none)."""
+        return min((max(s.next_t, self.now) for s in self.guest
+                    if s.kind == Src.IPI or s.kind == Src.IPI_NMI), default=NEVER)
 
     def _hlt(self, c):
         """The guest's STI;HLT, due now. If anything else is being handled at this exit it
@@ -501,11 +555,13 @@ class _VCpu:
         self._apply_posted(t, c)
         self.hlt_due = self.if_off = False
         for s in self.guest:
-            if s.kind != Src.IPI_SELF and s.kind != Src.HLT:
+            if s.kind != Src.IPI_SELF and s.kind != Src.HLT and s.kind != Src.IPI:
                 continue
             while s.next_t <= t:
                 if s.kind == Src.IPI_SELF:
                     self._accept_irq(c)
+                elif s.kind == Src.IPI:
+                    self._send_ipi(s, t, c)
                 else:
                     self.hlt_due = self.if_off = True
                 s.step()
@@ -633,22 +689,27 @@ class _VCpu:
         """kvm_vcpu_exit_request: kicked, any request, or xfer_to_guest_mode work."""
         return bool(self.requests or self.xfer or self.mode == Mode.EXITING_GUEST_MODE)
 
-    def _pass(self, t, c):
-        """Returns (time, entered)."""
+    def _pass(self, t, c, horizon=NEVER):
+        """One pass from t, or the rest of the suspended one. Returns (time, ENTERED |
+        CANCELLED | SUSPENDED); a pass stops before anything at or after `horizon`."""
         p = self.p
         n = p.n_checks
-        self._apply_host(t, c)
-        self.req_immediate_exit = False
-        raised = 0                                 # bits the handlers of this pass raised
-        t0 = t
-        event_ns = 0
-        # if (kvm_request_pending(vcpu)) { ...checks... }; the EVENT check follows the block.
-        pos = 0 if self.requests else n - 1
-        while True:
+        if self.ps is None:
+            self._apply_host(t, c)
+            self.req_immediate_exit = False
+            # if (kvm_request_pending(vcpu)) { ...checks... }; EVENT is checked after the block.
+            # raised: bits the handlers of this pass raised
+            pos, raised, t0, event_ns, late = 0 if self.requests else n - 1, 0, t, 0, False
+        else:
+            (pos, raised, t0, event_ns, late), self.ps = self.ps, None
+        while not late:
             rm = self._ranks_from(pos)
             r = (rm & -rm).bit_length() - 1 if rm else n
             t_r = t + (r - pos) * p.cost_check
             ta = self._next_host()
+            if t >= horizon or min(ta, t_r) >= horizon:
+                self.ps = [pos, raised, t0, event_ns, False]
+                return t, SUSPENDED
             if ta <= t_r:
                 # Arrivals land among the checks: those that started before them have run.
                 if ta > t and p.cost_check:
@@ -659,6 +720,9 @@ class _VCpu:
                 continue
             if r == n:
                 t = t_r
+                c[C.ns_requests] += t - t0 - event_ns
+                c[C.ns_event] += event_ns
+                late = True
                 break
             bit = p.order[r]
             if self.e.hook:
@@ -674,9 +738,10 @@ class _VCpu:
             before = self.requests
             self._handle(bit, c)
             raised = (raised & ~(1 << bit)) | (self.requests & ~before)
-        c[C.ns_requests] += t - t0 - event_ns
-        c[C.ns_event] += event_ns
         # kvm_mmu_reload .. vcpu->mode = IN_GUEST_MODE .. kvm_vcpu_exit_request()
+        if t + p.cost_state_load >= horizon:
+            self.ps = [pos, raised, t0, event_ns, True]
+            return t, SUSPENDED
         t += p.cost_state_load
         c[C.ns_state_load] += p.cost_state_load
         self.mode = Mode.IN_GUEST_MODE
@@ -702,7 +767,7 @@ class _VCpu:
             if self.entry_event != Entry.NONE or self.req_immediate_exit:
                 self.requests |= 1 << EVENT_BIT
             self.entry_event = Entry.NONE
-            return self._vcpu_run_tail(t, c), False
+            return self._vcpu_run_tail(t, c), CANCELLED
         if self.req_immediate_exit:                # raised after the late check
             self.requests |= 1 << EVENT_BIT
         self.immediate_exit = self.req_immediate_exit
@@ -710,7 +775,7 @@ class _VCpu:
         c[C.ns_vmenter] += p.cost_vmenter
         c[C.vmenters] += 1
         self._enter(t, c)
-        return t, True
+        return t, ENTERED
 
     def _enter(self, t, c):
         """The guest runs from t: handlers the last VM-exit interrupted resume (their times
@@ -779,7 +844,8 @@ class _VCpu:
             if max(s.next_t, self.entry_t) <= t - skid:
                 return {Src.PMI: ExitReason.EXCEPTION_NMI, Src.EMUL_PMI: ExitReason.EPT_MISCONFIG,
                         Src.TIMER: ExitReason.PREEMPTION_TIMER,
-                        Src.IPI_SELF: ExitReason.ICR_WRITE}.get(s.kind, ExitReason.GUEST)
+                        Src.IPI_SELF: ExitReason.ICR_WRITE, Src.IPI: ExitReason.ICR_WRITE,
+                        Src.IPI_NMI: ExitReason.ICR_WRITE}.get(s.kind, ExitReason.GUEST)
         if self.guest_exit_at <= t:
             return ExitReason.GUEST
         if self.nmi_blocked and self.op_next < self.op_n:
@@ -827,26 +893,25 @@ class _VCpu:
             self._enter(t, c)
             return t, REENTERED
         t = self._vcpu_run_tail(t, c)
-        if halt:
-            self._apply_host(t, c)                 # what arrived while the exit was handled
-            if not self._runnable():               # vcpu_block -> kvm_vcpu_halt
-                if self.e.hook:
-                    self._hook(t, TraceEvent.HALT, 1)
-                return t, HALTED
-        return t, PASS
+        return t, HALTED if halt else PASS
 
     def _passes(self, until):
         """Passes (vcpu_run's loop) from pass_at until a VM-Enter completes: True; or until
         `until` comes first, as it does while every entry keeps being cancelled: False."""
         t = self.pass_at
+        # A coupled run stops every pass at `until`: an IPI may still arrive after it.
+        horizon = until if self.p.coupled else NEVER
         while True:
             until = self._poll(t, until)
             if t >= until:
                 break
-            t, entered = self._pass(t, self._row(t))
-            if entered:
+            # the counts of a pass go to the interval it started in
+            t, outcome = self._pass(t, self._row(self.ps[2] if self.ps else t), horizon)
+            if outcome == ENTERED:
                 self.in_host = False
                 return True, until
+            if outcome == SUSPENDED:
+                break
             if self.requests & self.p.unconsumable:
                 self.e.stop = Stop.UNCONSUMABLE
                 until = t
@@ -858,8 +923,23 @@ class _VCpu:
         return min((s.next_t for s in self.guest if s.kind == Src.TIMER), default=NEVER)
 
     def _blocked(self, until):
-        """Blocked in kvm_vcpu_block(): host arrivals may wake it. Returns until, or None
-        once it is runnable again (the next pass is then due at pass_at)."""
+        """After HLT: kvm_vcpu_halt -> kvm_vcpu_check_block with what has arrived by then
+        (runnable: the next pass at once); else blocked in kvm_vcpu_block(), where host
+        arrivals may wake it. Returns until, or None once it is runnable again (the next
+        pass is then due at pass_at)."""
+        if not self.halt_checked:
+            t = self.halt_since
+            until = self._poll(t, until)
+            if t >= until:
+                return until
+            self._apply_host(t, self._row(t))
+            self.halt_checked = True
+            if self._runnable():
+                self.halted = False
+                self.pass_at, self.in_host = t, True
+                return None
+            if self.e.hook:
+                self._hook(t, TraceEvent.HALT, 1)
         while True:
             # (a timer due while the HLT exit was handled fires as the block starts)
             t = max(min(self._next_host(), self._next_hv_timer()), self.halt_since)
@@ -916,7 +996,7 @@ class _VCpu:
                 if outcome == PASS:
                     self.pass_at, self.in_host = t_next, True
                 elif outcome == HALTED:
-                    self.halted, self.halt_since = True, t_next
+                    self.halted, self.halt_since, self.halt_checked = True, t_next, False
             else:
                 self._apply_in_guest(t, self._row(t))
 
@@ -924,6 +1004,10 @@ class _VCpu:
         state = self.__dict__.copy()
         state.pop("counts", None)             # a view of the Simulation's window
         return state
+
+    @property
+    def pass_since(self):
+        return self.ps[2] if self.ps else self.now
 
     def state(self):
         return {f: int(getattr(self, f)) for f in _spec.STATE_FIELDS}
@@ -939,6 +1023,7 @@ class Engine:
         self.stop = Stop.DONE
         self._stop_event = None
         self._hook_error = None
+        self.ipi_seq = 0                      # orders IPIs that arrive at one instant
         self.vcpus = [_VCpu(self, plan, i) for i in range(plan.vcpus)]
 
     def stopping(self) -> bool:
@@ -954,14 +1039,38 @@ class Engine:
         self.stop, self._stop_event = Stop.DONE, stop_event
         for v, c in zip(self.vcpus, counts):
             v.counts, v.first = c, first_interval
-            v.run(until_ns)
-            if self.stop != Stop.DONE:
-                break
+        if self.p.coupled:
+            self._run_coupled(until_ns)
+        else:
+            for v in self.vcpus:
+                v.run(until_ns)
+                if self.stop != Stop.DONE:
+                    break
         self._stop_event = None
         if self._hook_error is not None:
             error, self._hook_error = self._hook_error, None
             raise error
         return self.stop
+
+    def _run_coupled(self, until):
+        """vCPUs that send each other IPIs, in one time order: conservative lookahead. A
+        vCPU may run to the earliest time another can still send plus cost_ipi: nothing can
+        then reach it in its past. Each round moves the earliest sender past its send."""
+        while True:
+            sends = [v._next_send() for v in self.vcpus]
+            first = min(range(len(sends)), key=sends.__getitem__)
+            second = min((x for i, x in enumerate(sends) if i != first), default=NEVER)
+            done = True
+            for v in self.vcpus:
+                other = second if v.index == first else sends[first]
+                bound = until if other == NEVER else min(until, other + self.p.cost_ipi)
+                if bound > v.now:
+                    v.run(bound)
+                    if self.stop != Stop.DONE:
+                        return
+                done = done and v.now >= until
+            if done:
+                return
 
     def make_request(self, vcpu: int, bit: int, kick: bool) -> bool:
         """Another CPU posts request `bit` (kvm_make_request) and, with kick, kicks the vCPU

@@ -158,7 +158,13 @@ class Simulation:
             self._slice_ns *= 2
         elif took > SLICE_SECONDS[1] and self._slice_ns > 1:
             self._slice_ns //= 2
-        done = self.now_ns // ivl - first     # intervals every vCPU has passed
+        # intervals every vCPU has passed (and no suspended pass of a coupled run still
+        # counts into)
+        final = self.now_ns
+        if self.plan.params["coupled"]:
+            final = min(final, *(self.engine.state(v)["pass_since"]
+                                 for v in range(self.plan.vcpus)))
+        done = final // ivl - first
         if done > 0:
             block = self._window[:, :done]
             self._totals += block.sum(axis=1)
@@ -202,11 +208,13 @@ class Simulation:
                 "would be cancelled without end (vcpu_enter_guest() never clears it)")
 
     def partial(self) -> Intervals | None:
-        """The interval in progress (counts so far), when every vCPU stands at `now` inside
-        it; None on an interval boundary or after an interrupted run."""
-        if self.now_ns % self.interval_ns == 0 or self._now.min() != self._now.max():
+        """The intervals in progress (counts so far) when every vCPU stands at `now`: the
+        one `now` is inside, and in a coupled VM those a pass in progress began in; None
+        when there are none, or after an interrupted run."""
+        if self._now.min() != self._now.max():
             return None
-        return Intervals(self._first, self.interval_ns, self._window[:, :1])
+        k = -(-self.now_ns // self.interval_ns) - self._first
+        return Intervals(self._first, self.interval_ns, self._window[:, :k]) if k > 0 else None
 
     def make_request(self, vcpu: int, request: str, kick: bool = True) -> bool:
         """Post KVM_REQ_<request> to a vCPU from "another CPU" at `now` (kvm_make_request),
@@ -264,13 +272,14 @@ class Simulation:
         stands at `now` inside it."""
         with self._lock:
             partial = self.partial()
-            n = self._first + (partial is not None)
+            k = 0 if partial is None else partial.counts.shape[1]
+            n = self._first + k
             totals = self._totals.copy()
             kept = self._kept[:, :n]
             if partial is not None:
-                totals += partial.counts[:, 0]
+                totals += partial.counts.sum(axis=1)
                 kept = kept.copy()
-                kept[:, -1] = partial.counts[:, 0, list(self.columns)]
+                kept[:, n - k:] = partial.counts[:, :, list(self.columns)]
             kept.flags.writeable = False
             duration = self.now_ns if partial is not None or \
                 self._now.min() == self._now.max() else self._first * self.interval_ns

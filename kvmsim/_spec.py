@@ -34,13 +34,20 @@ class Src(IntEnum):
     HLT = 8            # the guest executes STI;HLT
     IPI_SELF = 9       # the guest sends a fixed IPI to itself
     TASK_WORK = 10     # need_resched / a signal on the vCPU thread (xfer_to_guest_mode work)
+    IPI = 11           # the guest sends a fixed IPI to another vCPU (SourcePlan.target)
+    IPI_NMI = 12       # ... an NMI IPI
 
 
 SRC_OF_KIND = {"exit": Src.EXIT, "pmi": Src.PMI, "emulated-pmi": Src.EMUL_PMI,
                "nmi": Src.NMI, "irq": Src.IRQ, "request:noop": Src.REQUEST_NOOP,
                "timer": Src.TIMER, "hlt": Src.HLT, "ipi:self": Src.IPI_SELF,
                "task-work": Src.TASK_WORK}
-GUEST_SIDE = {Src.EXIT, Src.PMI, Src.EMUL_PMI, Src.HLT, Src.IPI_SELF}   # TIMER: per host
+GUEST_SIDE = {Src.EXIT, Src.PMI, Src.EMUL_PMI, Src.HLT, Src.IPI_SELF, Src.IPI,
+              Src.IPI_NMI}                                      # TIMER: per host
+# An IPI's target (SourcePlan.target): a vCPU, or one of these.
+IPI_ANY = -1                     # another vCPU, uniformly, each time
+IPI_ALL = -2                     # every other vCPU (a broadcast: the ALL_BUT_SELF shorthand)
+IPI_KINDS = {"ipi": Src.IPI, "ipi-nmi": Src.IPI_NMI}   # "ipi:N", "ipi:any", "ipi-nmi:all"
 
 
 class GuestPmu(IntEnum):
@@ -115,6 +122,7 @@ class Stop(IntEnum):
     DONE = 0
     INTERRUPTED = 1          # Ctrl-C, or a trace hook that raised
     UNCONSUMABLE = 2         # a pending request that no check of the order clears
+    NOMEM = 3                # no memory for the IPIs in flight to a vCPU
 
 
 class TraceEvent(IntEnum):
@@ -189,6 +197,7 @@ COSTS: tuple[Cost, ...] = (
     Cost("state_load", 90, "kvm_mmu_reload .. kvm_vcpu_exit_request"),
     Cost("cancel", 90, "the cancel path and the next vcpu_run iteration"),
     Cost("task_work", 3000, "xfer_to_guest_mode_handle_work: a schedule() or a signal"),
+    Cost("ipi", 1650, "from a guest's ICR write to its IPI reaching the target vCPU"),
 )
 # Handler costs of the requests with their own handler; every other request costs `handler`.
 DEFAULT_HANDLER_NS = {"NMI": 30, "PMU": 500, "PMI": 150, "SMI": 30}
@@ -218,6 +227,7 @@ PARAMS: tuple[Param, ...] = (
     Param("idle_hlt", "uint8_t", "AMD Idle HLT: HLT with a pending interrupt does not exit"),
     Param("fastpath_reenter", "uint8_t", "ICR writes and HLT re-enter from the fastpath"),
     Param("soft_timer", "uint8_t", "the LAPIC timer is a host hrtimer (no preemption timer)"),
+    Param("coupled", "uint8_t", "some vCPU sends IPIs to others: vCPUs run in step"),
     Param("pmi_ops_n", "int32_t[2]", "accesses of the guest's perf NMI handler: PMI, no PMI"),
     Param("pmi_ops_pmu", "uint32_t[2]", "those that make KVM reprogram (KVM_REQ_PMU)"),
     Param("pmi_ops_lvtpc", "int32_t[2]", "the one that unmasks LVTPC, or -1"),
@@ -274,6 +284,7 @@ EVENTS: tuple[Counter, ...] = (
     Counter("task_work", "kvmsim:task_work", "xfer_to_guest_mode_handle_work runs in vcpu_run"),
     Counter("cancels_task_work", "kvmsim:cancels_task_work",
             "cancels with no request pending: task work (need_resched, a signal) or a kick"),
+    Counter("ipis_sent", "kvmsim:ipis_sent", "IPIs the guest sent to other vCPUs"),
 )
 
 PHASES: tuple[Counter, ...] = tuple(
@@ -327,7 +338,9 @@ def column_name(col: int) -> str:
 STATE_FIELDS = ("now", "mode", "requests", "nmi_queued", "nmi_pending", "nmi_injected",
                 "irq_pending", "irq_injected", "smi_pending", "nmi_window", "irq_window",
                 "lvtpc_masked", "nmi_blocked", "irq_blocked", "in_host", "vnmi_pending",
-                "halted", "xfer", "timer_pending")
+                "halted", "xfer", "timer_pending", "pass_since")
+# pass_since: when the pass in progress began (a coupled run stops passes at its horizon and
+# counts them into the interval they began in), else now: intervals before it are final.
 
 
 def enums() -> dict[str, dict[str, int]]:
@@ -348,7 +361,8 @@ def enums() -> dict[str, dict[str, int]]:
                "COLUMNS": N_COLUMNS},
         "GPMU_": {m.name: m.value for m in GuestPmu},
         "": {**{m.name: m.value for m in Mode}, "UNCHECKED": UNCHECKED,
-             "POLL_EVERY": POLL_EVERY, "N_BITS": N_BITS, "BIT_UNBLOCK": UNBLOCK_BIT},
+             "POLL_EVERY": POLL_EVERY, "N_BITS": N_BITS, "BIT_UNBLOCK": UNBLOCK_BIT,
+             "IPI_ANY": IPI_ANY, "IPI_ALL": IPI_ALL},
     }
 
 

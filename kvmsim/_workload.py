@@ -9,24 +9,43 @@ from pydantic import Field, field_validator, model_validator
 import numpy as np
 
 from . import _spec, catalogue
+from ._errors import ConfigError
 from ._limits import MAX_RATE, MAX_SECONDS, Seconds, SecondsOrZero, times_to_ns
 from ._validated import Validated
 
 KIND_HELP = ("'pmi', 'emulated-pmi', 'nmi', 'irq', 'timer', 'exit', 'hlt', 'ipi:self', "
-             "'task-work', 'request:NAME' (NAME from `kvmsim orders`) or 'request:noop' (a "
-             "no-op request the order checks, chosen uniformly per arrival)")
+             "'ipi:N', 'ipi:any', 'ipi:all', 'ipi-nmi:N' (or :any, :all), 'task-work', "
+             "'request:NAME' (NAME from `kvmsim orders`), 'request-all:NAME' (one request to "
+             "every vCPU at once: kvm_make_all_cpus_request) or 'request:noop' (a no-op "
+             "request the order checks, chosen uniformly per arrival)")
+
+
+def ipi_target(kind: str) -> tuple[int, int] | None:
+    """(Src, target) of "ipi:N", "ipi:any", "ipi-nmi:all", ...; None for another kind."""
+    prefix, _, target = kind.partition(":")
+    if prefix not in _spec.IPI_KINDS or target == "self" or not target:
+        return None
+    special = {"any": _spec.IPI_ANY, "all": _spec.IPI_ALL}
+    if target in special:
+        return _spec.IPI_KINDS[prefix], special[target]
+    if not target.isdigit():
+        raise ValueError(f"IPI target {target!r} in kind {kind!r}; allowed: a vCPU number, "
+                         "any, all (or ipi:self)")
+    return _spec.IPI_KINDS[prefix], int(target)
 
 
 def _check_kind(kind: str) -> str:
     if kind in _spec.SRC_OF_KIND:
         return kind
-    if kind.startswith("request:"):
-        name = kind.removeprefix("request:")
+    if ipi_target(kind) is not None:
+        return kind
+    if kind.startswith(("request:", "request-all:")):
+        prefix, _, name = kind.partition(":")
         if name in catalogue.NOT_CHECKED:
             raise ValueError(f"request {name!r} is never consumed by vcpu_enter_guest(), so "
                              "every VM-Enter would be cancelled; post a checked request")
         if name in catalogue.BY_NAME:
-            return "request:" + catalogue.canonical(name)
+            return f"{prefix}:{catalogue.canonical(name)}"
         raise ValueError(f"unknown request {name!r} in kind {kind!r}; allowed: {KIND_HELP}")
     raise ValueError(f"unknown source kind {kind!r}; allowed: {KIND_HELP}")
 
@@ -109,10 +128,28 @@ class Workload(Validated):
 
     @model_validator(mode="after")
     def _vcpu_in_range(self) -> Workload:
-        bad = [f"sources.{i}.vcpu: vCPU {s.vcpu} does not exist; allowed: 0..{self.vcpus - 1}"
+        bad = [(f"sources.{i}.vcpu", f"vCPU {s.vcpu} does not exist; allowed: "
+                                     f"0..{self.vcpus - 1}")
                for i, s in enumerate(self.sources) if s.vcpu is not None and s.vcpu >= self.vcpus]
+        for i, s in enumerate(self.sources):
+            if s.kind.startswith("request-all:") and s.vcpu is not None:
+                bad.append((f"sources.{i}.vcpu", f"{s.vcpu}; {s.kind!r} goes to every vCPU at "
+                                                 "once: leave vcpu unset"))
+            target = ipi_target(s.kind)
+            if target is None:
+                continue
+            where = f"sources.{i}.kind"
+            if target[1] >= self.vcpus:
+                bad.append((where, f"{s.kind!r} targets vCPU {target[1]}, which does not "
+                                   f"exist; allowed: 0..{self.vcpus - 1}"))
+            elif target[1] == s.vcpu:
+                bad.append((where, f"{s.kind!r} on vCPU {s.vcpu} sends to itself; use "
+                                   "'ipi:self'" + (" (an NMI to itself is not modelled)"
+                                                   if target[0] == _spec.Src.IPI_NMI else "")))
+            elif self.vcpus == 1:
+                bad.append((where, f"{s.kind!r} needs another vCPU; the workload has 1"))
         if bad:
-            raise ValueError("; ".join(bad))
+            raise ConfigError(bad)
         return self
 
     def raised_requests(self) -> set[str]:
@@ -129,7 +166,11 @@ _RAISES = {"pmi": {"PMI", "PMU"}, "emulated-pmi": {"PMU"}, "nmi": {"NMI"}, "irq"
 
 def raised_by(kind: str) -> set[str]:
     """Requests one arrival of `kind` posts (kvm_perf_overflow, kvm_inject_nmi, ...)."""
-    return _RAISES[kind] if kind in _RAISES else {kind.removeprefix("request:")}
+    if kind in _RAISES:
+        return _RAISES[kind]
+    if (target := ipi_target(kind)) is not None:
+        return {"NMI"} if target[0] == _spec.Src.IPI_NMI else {"EVENT"}
+    return {kind.partition(":")[2]}
 
 
 def _spec2017_vtune(vcpus: int = 8, scale: float = 1.0) -> Workload:

@@ -22,7 +22,9 @@ US = 1e-6
 ORDER_NAMES = [n for n in profiles.PROFILES["linux-6.19"].order if n != "EVENT"]
 KINDS = ["pmi", "emulated-pmi", "nmi", "irq", "exit", "request:noop", "timer", "hlt",
          "ipi:self", "task-work", "request:MASTERCLOCK_UPDATE", "request:SCAN_IOAPIC",
-         "request:APF_READY", *(f"request:{n}" for n in graph.NOOP_NAMES[:6])]
+         "request:APF_READY", *(f"request:{n}" for n in graph.NOOP_NAMES[:6]),
+         "request-all:TLB_FLUSH"]
+IPI_KINDS = ["ipi:N", "ipi:any", "ipi:all", "ipi-nmi:N", "ipi-nmi:any"]
 
 
 def whole_ns(lo_ns: int, hi_ns: int):
@@ -31,8 +33,13 @@ def whole_ns(lo_ns: int, hi_ns: int):
 
 @st.composite
 def sources(draw, vcpus: int, extreme: bool):
-    kind = draw(st.sampled_from(KINDS))
+    kind = draw(st.sampled_from(KINDS + (IPI_KINDS if vcpus > 1 else [])))
     vcpu = draw(st.none() | st.integers(0, vcpus - 1))
+    if kind.endswith(":N"):                   # another vCPU than the sender
+        target = draw(st.integers(0, vcpus - 1).filter(lambda n: n != vcpu))
+        kind = kind.replace(":N", f":{target}")
+    if kind.startswith("request-all:"):
+        vcpu = None
     shape = draw(st.sampled_from(["poisson", "periodic", "trace"]))
     if shape == "poisson":
         return Poisson(kind, rate=draw(st.floats(1.0, 2e6 if extreme else 5e4)), vcpu=vcpu)
@@ -66,7 +73,8 @@ def configs(draw, engine="cython"):
     host = {f: draw(st.booleans()) for f in flags if draw(st.booleans())}
     order = draw(st.permutations(ORDER_NAMES)) + ["EVENT"]
     zero = extreme and draw(st.booleans())
-    costs = Costs(**{c.name: 0 if zero else draw(st.integers(0, 2_000)) for c in _spec.COSTS})
+    costs = Costs(**{c.name: (0 if zero else draw(st.integers(0, 2_000))) + (c.name == "ipi")
+                     for c in _spec.COSTS})
     try:
         cfg = Config(order=order if draw(st.booleans()) else draw(st.sampled_from(
             list(profiles.PROFILES))), workload=wl, costs=costs, seed=draw(st.integers(0, 2**32)),

@@ -7,6 +7,8 @@ import os
 import sys
 import time
 
+import numpy as np
+
 from .. import _names, _perf_format as pf
 from .._errors import ConfigError
 from .._simulation import Simulation
@@ -136,9 +138,9 @@ def stream(args, scn, events, dest) -> int:
               "are complete", file=sys.stderr)
         return 130
     progress.close()
-    last = sim.partial()                 # a last, shorter interval ends the run
+    last = sim.partial()                 # the intervals the run ends inside
     if last is not None:
-        printer.rows([sim.now_ns], last.counts, last.interval_ns)
+        printer.rows(np.minimum(last.ends_ns, sim.now_ns), last.counts, last.interval_ns)
     return 0
 
 
