@@ -67,7 +67,8 @@ def resolve_host(host: Host, vendor: str,
     given = {k: v for k, v in host.model_dump().items() if v is not None}
     apicv = given.get("apicv", intel or avic)
     # IPI virtualisation rides on APICv / AVIC: without them it is off unless asked for.
-    defaults = dict(apicv=apicv, ipiv=apicv and (switches["ipiv"] if intel else avic),
+    # (AVIC accelerates IPIs whenever it is on)
+    defaults = dict(apicv=apicv, ipiv=apicv and (switches["ipiv"] if intel else True),
                     vnmi=not intel and switches["vnmi"], idle_hlt=False,
                     preemption_timer=intel)
     out = {**defaults, **given}

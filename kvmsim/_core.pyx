@@ -365,8 +365,10 @@ cdef inline bint hlt_exits(const ks_vcpu *v, const ks_params *p) noexcept nogil:
 cdef inline bint event_exits(const ks_vcpu *v, const ks_params *p, int kind) noexcept nogil:
     # Whether a guest-side event makes a VM-exit. STI;HLT never does by itself: it becomes
     # hlt_due, which decides once the rest of its instant has happened.
-    if kind == SRC_IPI_SELF or kind == SRC_IPI:
+    if kind == SRC_IPI:
         return not p.ipiv
+    if kind == SRC_IPI_SELF:
+        return not p.apicv
     return kind != SRC_HLT
 
 cdef inline bint nmi_end_exits(const ks_vcpu *v, const ks_params *p) noexcept nogil:
@@ -478,8 +480,8 @@ cdef inline void op(ks_vcpu *v, const ks_params *p, int64_t *c) noexcept nogil:
     # One access of the perf NMI handler (an exit): a write that makes KVM reprogram
     # counters raises KVM_REQ_PMU (reprogram_counters); the LVTPC write unmasks LVTPC.
     cdef int i = v.op_next
-    if (p.pmi_ops_pmu[v.op_seq] >> i) & 1:
-        v.pmu_reprogram = 1
+    if (p.pmi_ops_pmu[v.op_seq] >> i) & 1 and p.pmu_request:
+        v.pmu_reprogram = 1             # (synchronous before 68fb4757e867)
         make_request(v, BIT_PMU)
     if p.pmi_ops_lvtpc[v.op_seq] == i:
         v.lvtpc_masked = 0
@@ -490,7 +492,7 @@ cdef void hardware_deliver(ks_vcpu *v, const ks_params *p, int64_t t,
                            int64_t *c) noexcept nogil:
     # What the CPU delivers by itself in guest mode: the NMI in V_NMI_PENDING, and a posted
     # interrupt (APICv virtual-interrupt delivery, AVIC).
-    if v.vnmi_pending and not (v.nmi_blocked or v.irq_blocked):
+    if v.vnmi_pending and not v.nmi_blocked:
         v.vnmi_pending = 0
         c[C_NMIS_INJECTED] += 1
         nmi_start(v, p, t, c)
@@ -560,10 +562,14 @@ cdef inline void guest_event(ks_vcpu *v, const ks_params *p, ks_source *s, int64
                              int64_t *c) noexcept nogil:
     cdef int kind = s.kind
     if kind == SRC_EMUL_PMI:
-        # kvm_pmu_trigger_event -> kvm_pmu_request_counter_reprogram
-        v.pmu_reprogram = 1
-        v.emul_overflow = 1
-        make_request(v, BIT_PMU)
+        # kvm_pmu_trigger_event -> kvm_pmu_request_counter_reprogram; before 68fb4757e867
+        # the counter is reprogrammed and overflows at once
+        if p.pmu_request:
+            v.pmu_reprogram = 1
+            v.emul_overflow = 1
+            make_request(v, BIT_PMU)
+        else:
+            perf_overflow(v, c)
         v.exit_slow = 1
     elif kind == SRC_TIMER:
         # VMX preemption timer: handle_fastpath_preemption_timer -> apic_timer_expired(false).
@@ -578,16 +584,16 @@ cdef inline void guest_event(ks_vcpu *v, const ks_params *p, ks_source *s, int64
     elif kind == SRC_IPI_NMI:           # ICR write, APIC_DM_NMI: a full exit
         send_ipi(v, p, s, t, c)
         v.exit_slow = 1
-    elif kind == SRC_IPI_SELF or kind == SRC_IPI:   # x2APIC ICR write, APIC_DM_FIXED
-        if kind == SRC_IPI:
-            send_ipi(v, p, s, t, c)
-        else:
-            accept_irq(v, p, 1, c)
-        if not p.ipiv:
+    elif kind == SRC_IPI:               # x2APIC ICR write, APIC_DM_FIXED
+        send_ipi(v, p, s, t, c)
+        if not p.ipiv:                  # handle_fastpath_set_x2apic_icr_irqoff
             if p.fastpath_reenter:
                 v.exit_fast = 1
             else:
                 v.exit_slow = 1
+    elif kind == SRC_IPI_SELF:          # x2APIC SELF IPI write (APICv: no exit)
+        accept_irq(v, p, 1, c)
+        v.exit_slow = 1
     elif kind == SRC_HLT:
         v.hlt_due = 1                   # runs once the rest of this instant has
         v.if_off = 1
@@ -907,7 +913,17 @@ cdef inline bint runnable(const ks_vcpu *v, const ks_params *p) noexcept nogil:
             or v.smi_pending or test_request(v, BIT_NMI) or test_request(v, BIT_SMI)
             or test_request(v, BIT_UNBLOCK)
             or (test_request(v, BIT_PMI) and not p.pmi_irq_work)
-            or v.timer_pending or v.xfer)
+            or v.timer_pending)
+
+cdef inline int64_t halted_work(ks_vcpu *v, const ks_params *p, int64_t *c) noexcept nogil:
+    # Task work while blocked: vcpu_block() returns to vcpu_run(), which handles it and
+    # blocks again (the vCPU stays halted). Returns the time it took.
+    if not v.xfer:
+        return 0
+    v.xfer = 0
+    c[C_TASK_WORK] += 1
+    c[C_NS_TASK_WORK] += p.cost_task_work
+    return p.cost_task_work
 
 cdef int exit_reason(const ks_vcpu *v, const ks_params *p, int64_t t) noexcept nogil:
     # Why the guest exits at t (VMX exit-reason names), for trace hooks.
@@ -1039,11 +1055,13 @@ cdef inline bint blocked(ks_vcpu *v, const ks_params *p, int64_t *until,
         until[0] = poll(v, t, until[0])
         if t >= until[0]:
             return 0
-        apply_host(v, p, t, row(v, p, t), 0, tr)
+        c = row(v, p, t)
+        apply_host(v, p, t, c, 0, tr)
         v.halt_checked = 1
+        v.halt_since += halted_work(v, p, c)
         if runnable(v, p):
             v.halted = 0
-            v.pass_at = t
+            v.pass_at = v.halt_since
             v.in_host = 1
             return 1
         if tracing is traced:
@@ -1065,11 +1083,12 @@ cdef inline bint blocked(ks_vcpu *v, const ks_params *p, int64_t *until,
             if v.guest[i].kind == SRC_TIMER and v.guest[i].next_t <= t:
                 source_advance(&v.guest[i], t)
                 arrive(v, p, SRC_TIMER, 0, 1, c, t, tr)
+        v.halt_since += halted_work(v, p, c)
         if runnable(v, p):
             v.halted = 0
             if tracing is traced:
                 hook(v, t, T_HALT, 0, 0)
-            v.pass_at = vcpu_run_tail(v, p, t, c)
+            v.pass_at = vcpu_run_tail(v, p, v.halt_since, c)
             v.in_host = 1
             return 1
 

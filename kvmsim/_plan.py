@@ -117,6 +117,7 @@ def build(cfg: Config, interval_ns: int) -> Plan:
         automask=int(sw["lvtpc_automask"] == "all"
                      or (sw["lvtpc_automask"] == "intel" and intel)),
         pmi_irq_work=int(sw["pmi_delivery"] == "irq_work"),
+        pmu_request=int(sw["pmu_reprogram"] == "request"),
         nmi_event_always=int(sw["process_nmi_event"] == "always"),
         apicv=int(host["apicv"]), ipiv=int(host["ipiv"]), vnmi=int(host["vnmi"]),
         iret_exits=int(not intel and not host["vnmi"]), idle_hlt=int(host["idle_hlt"]),

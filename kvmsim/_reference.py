@@ -324,8 +324,10 @@ class _VCpu:
     def _event_exits(self, kind):
         """Whether a guest-side event makes a VM-exit. STI;HLT never does by itself: it
         becomes hlt_due, which decides once the rest of its instant has happened."""
-        if kind == Src.IPI_SELF or kind == Src.IPI:
+        if kind == Src.IPI:
             return not self.p.ipiv
+        if kind == Src.IPI_SELF:
+            return not self.p.apicv
         return kind != Src.HLT
 
     def _nmi_end_exits(self):
@@ -419,8 +421,8 @@ class _VCpu:
         """One access of the perf NMI handler (an exit): a write that makes KVM reprogram
         counters raises KVM_REQ_PMU (reprogram_counters); the LVTPC write unmasks LVTPC."""
         p, i = self.p, self.op_next
-        if p.pmi_ops_pmu[self.op_seq] >> i & 1:
-            self.pmu_reprogram = True
+        if p.pmi_ops_pmu[self.op_seq] >> i & 1 and p.pmu_request:
+            self.pmu_reprogram = True              # (synchronous before 68fb4757e867)
             self.requests |= 1 << PMU_BIT
         if p.pmi_ops_lvtpc[self.op_seq] == i:
             self.lvtpc_masked = False
@@ -431,7 +433,7 @@ class _VCpu:
     def _hardware_deliver(self, t, c):
         """What the CPU delivers by itself in guest mode: the NMI in V_NMI_PENDING, and a
         posted interrupt (APICv virtual-interrupt delivery, AVIC)."""
-        if self.vnmi_pending and not (self.nmi_blocked or self.irq_blocked):
+        if self.vnmi_pending and not self.nmi_blocked:
             self.vnmi_pending = False
             c[C.nmis_injected] += 1
             self._nmi_start(t, c)
@@ -470,10 +472,14 @@ class _VCpu:
     def _guest_event(self, s, c, t):
         kind = s.kind
         if kind == Src.EMUL_PMI:
-            # kvm_pmu_trigger_event -> kvm_pmu_request_counter_reprogram
-            self.pmu_reprogram = True
-            self.emul_overflow = True
-            self.requests |= 1 << PMU_BIT
+            # kvm_pmu_trigger_event -> kvm_pmu_request_counter_reprogram; before 68fb4757e867
+            # the counter is reprogrammed and overflows at once
+            if self.p.pmu_request:
+                self.pmu_reprogram = True
+                self.emul_overflow = True
+                self.requests |= 1 << PMU_BIT
+            else:
+                self._perf_overflow(c)
             self.exit_slow = True
         elif kind == Src.TIMER:
             # VMX preemption timer: handle_fastpath_preemption_timer -> apic_timer_expired
@@ -488,16 +494,16 @@ class _VCpu:
         elif kind == Src.IPI_NMI:                  # ICR write, APIC_DM_NMI: a full exit
             self._send_ipi(s, t, c)
             self.exit_slow = True
-        elif kind == Src.IPI_SELF or kind == Src.IPI:   # x2APIC ICR write, APIC_DM_FIXED
-            if kind == Src.IPI:
-                self._send_ipi(s, t, c)
-            else:
-                self._accept_irq(c)
-            if not self.p.ipiv:
+        elif kind == Src.IPI:                      # x2APIC ICR write, APIC_DM_FIXED
+            self._send_ipi(s, t, c)
+            if not self.p.ipiv:                    # handle_fastpath_set_x2apic_icr_irqoff
                 if self.p.fastpath_reenter:
                     self.exit_fast = True
                 else:
                     self.exit_slow = True
+        elif kind == Src.IPI_SELF:                 # x2APIC SELF IPI write (APICv: no exit)
+            self._accept_irq(c)
+            self.exit_slow = True
         elif kind == Src.HLT:
             self.hlt_due = True                    # runs once the rest of this instant has
             self.if_off = True
@@ -555,7 +561,7 @@ class _VCpu:
         self._apply_posted(t, c)
         self.hlt_due = self.if_off = False
         for s in self.guest:
-            if s.kind != Src.IPI_SELF and s.kind != Src.HLT and s.kind != Src.IPI:
+            if s.kind not in (Src.IPI_SELF, Src.HLT, Src.IPI):
                 continue
             while s.next_t <= t:
                 if s.kind == Src.IPI_SELF:
@@ -826,7 +832,17 @@ class _VCpu:
                     or self.vnmi_pending or self.smi_pending
                     or r >> NMI_BIT & 1 or r >> SMI_BIT & 1 or r >> UNBLOCK_BIT & 1
                     or (r >> PMI_BIT & 1 and not self.p.pmi_irq_work)
-                    or self.timer_pending or self.xfer)
+                    or self.timer_pending)
+
+    def _halted_work(self, c):
+        """Task work while blocked: vcpu_block() returns to vcpu_run(), which handles it
+        and blocks again (the vCPU stays halted). Returns the time it took."""
+        if not self.xfer:
+            return 0
+        self.xfer = False
+        c[C.task_work] += 1
+        c[C.ns_task_work] += self.p.cost_task_work
+        return self.p.cost_task_work
 
     def _exit_reason(self, t):
         """Why the guest exits at t (VMX exit-reason names), for trace hooks."""
@@ -932,11 +948,13 @@ class _VCpu:
             until = self._poll(t, until)
             if t >= until:
                 return until
-            self._apply_host(t, self._row(t))
+            c = self._row(t)
+            self._apply_host(t, c)
             self.halt_checked = True
+            self.halt_since += self._halted_work(c)
             if self._runnable():
                 self.halted = False
-                self.pass_at, self.in_host = t, True
+                self.pass_at, self.in_host = self.halt_since, True
                 return None
             if self.e.hook:
                 self._hook(t, TraceEvent.HALT, 1)
@@ -956,11 +974,12 @@ class _VCpu:
                 if s.kind == Src.TIMER and s.next_t <= t:   # kvm_lapic_switch_to_sw_timer
                     s.advance(t)
                     self._arrive(Src.TIMER, 0, 1, c, t)
+            self.halt_since += self._halted_work(c)
             if self._runnable():
                 self.halted = False
                 if self.e.hook:
                     self._hook(t, TraceEvent.HALT, 0)
-                self.pass_at = self._vcpu_run_tail(t, c)
+                self.pass_at = self._vcpu_run_tail(self.halt_since, c)
                 self.in_host = True
                 return None
 

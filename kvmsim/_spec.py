@@ -61,16 +61,18 @@ GUEST_PMU_OF = {"intel": GuestPmu.INTEL, "amd-legacy": GuestPmu.AMD_LEGACY,
                 "amd-perfmon-v2": GuestPmu.AMD_PERFMON_V2}
 
 # The intercepted accesses of the guest's perf NMI handler, in order: one VM-exit each
-# (every PMU MSR and RDPMC is intercepted by the perf-based vPMU). "PMU" marks a write that
-# makes KVM reprogram counters (KVM_REQ_PMU); "LVTPC" the write that unmasks LVTPC. The first
-# sequence runs when the NMI finds an overflow (a PMI), the second when it finds none.
+# (every PMU MSR and RDPMC is intercepted by the perf-based vPMU). "PMU" marks a write of
+# the global control that makes KVM reprogram counters (reprogram_counters: KVM_REQ_PMU); a
+# counter reload only adjusts the count (pmc_write_counter). "LVTPC" is the write that
+# unmasks LVTPC. The first sequence runs when the NMI finds an overflow (a PMI), the second
+# when it finds none.
 PMI_HANDLER_OPS: dict[GuestPmu, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # intel_pmu_handle_irq: disable all, status, ack, RDPMC + reload, status, enable, LVTPC
-    GuestPmu.INTEL: (("PMU", "", "", "", "PMU", "", "PMU", "LVTPC"), ("PMU", "", "PMU", "LVTPC")),
+    GuestPmu.INTEL: (("PMU", "", "", "", "", "", "PMU", "LVTPC"), ("PMU", "", "PMU", "LVTPC")),
     # x86_pmu_handle_irq: LVTPC first, then each counter read (RDPMC) and reloaded
-    GuestPmu.AMD_LEGACY: (("LVTPC", "", "PMU"), ("LVTPC", "")),
+    GuestPmu.AMD_LEGACY: (("LVTPC", "", ""), ("LVTPC", "")),
     # amd_pmu_v2_handle_irq: disable, status, RDPMC + reload, status clear, enable
-    GuestPmu.AMD_PERFMON_V2: (("PMU", "", "", "PMU", "", "PMU"), ("PMU", "", "PMU")),
+    GuestPmu.AMD_PERFMON_V2: (("PMU", "", "", "", "", "PMU"), ("PMU", "", "PMU")),
 }
 AMD_NMI_WINDOW_NS = 100_000_000    # amd_pmu_adjust_nmi_window: perf_nmi_window, 100 ms
 
@@ -219,6 +221,7 @@ PARAMS: tuple[Param, ...] = (
     Param("lvtpc", "int32_t", "Lvtpc code of the guest's LVTPC"),
     Param("automask", "uint8_t", "kvm_apic_local_deliver masks LVTPC after a PMI (profile)"),
     Param("pmi_irq_work", "uint8_t", "a host PMI outside guest mode goes through irq_work"),
+    Param("pmu_request", "uint8_t", "PMU control writes defer reprogramming (KVM_REQ_PMU)"),
     Param("nmi_event_always", "uint8_t", "process_nmi raises KVM_REQ_EVENT with none pending"),
     Param("apicv", "uint8_t", "APICv / AVIC: fixed interrupts are posted, not injected"),
     Param("ipiv", "uint8_t", "IPI virtualisation: a guest's IPI does not exit"),

@@ -183,7 +183,7 @@ def _spec2017_vtune(vcpus: int = 8, scale: float = 1.0) -> Workload:
             Periodic("timer", period=0.004 / scale),     # guest tick, HZ=250
             Poisson("irq", rate=60.0 * scale),           # IPIs from the other vCPUs
         ],
-        pmi_skid=1e-6,                                   # overflow -> host NMI
+        pmi_skid=1.2e-6,                                 # overflow -> host NMI
     )
 
 

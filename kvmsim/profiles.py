@@ -80,6 +80,20 @@ SWITCHES: tuple[Switch, ...] = (
              "kvm_vcpu_has_events 12859; absent in v6.5 (pmu.c kvm_pmi_trigger_fn 96, "
              "irq_work_queue 139)")))),
     Switch(
+        "pmu_reprogram", ("sync", "request"),
+        "How a guest write to the PMU's global control (or an emulated counter event) gets "
+        "counters reprogrammed (pmu.c, vmx/pmu_intel.c): sync, in the WRMSR handler "
+        "(global_ctrl_changed / reprogram_counters -> reprogram_counter); request, deferred "
+        "with KVM_REQ_PMU to kvm_pmu_handle_event(), once per VM-exit.",
+        (("sync", None),
+         ("request", Citation(
+             "68fb4757e867", "KVM: x86/pmu: Defer reprogram_counter() to kvm_pmu_handle_event()",
+             "v6.2..v6.4",
+             "UNVERIFIED: first release (no v6.2 or v6.3 tree read); verified in v6.4.6 "
+             "arch/x86/kvm/vmx/pmu_intel.c reprogram_counters 76-86 (kvm_make_request("
+             "KVM_REQ_PMU) 85); absent in v6.1-rc7 (reprogram_counters 71-81 calls "
+             "reprogram_counter) and in 6.1.192")))),
+    Switch(
         "process_nmi_event", ("always", "pending"),
         "process_nmi() (x86.c) raises KVM_REQ_EVENT on every call, or only when an NMI is "
         "pending after the 2/1 limit (and any hand-off to vNMI).",

@@ -97,7 +97,8 @@ def test_orders_lists_presets_and_bits(cli):
     assert "NMI                            bit 17" in p.stdout
     # then the profile's behaviour switches
     assert [ln for ln in lines if ln.startswith("# ")][1:] == [
-        "# lvtpc_automask = all", "# pmi_delivery = request", "# process_nmi_event = pending",
+        "# lvtpc_automask = all", "# pmi_delivery = request", "# pmu_reprogram = request",
+        "# process_nmi_event = pending",
         "# vnmi = True", "# idle_hlt = False", "# ipiv = True", "# fastpath_reenter = timer",
         "# avic_default = off"]
 
@@ -109,8 +110,8 @@ def test_orders_profiles_table(cli):
     assert rows[0][:4] == ["profile", "release", "SMI/NMI/PMU/PMI", "lvtpc_automask"]
     by_name = {r[0]: r for r in rows[1:]}
     assert by_name["linux-6.1.y"][1:] == ["v6.1.192", "SMI", "NMI", "PMU", "PMI", "intel",
-                                          "irq_work", "always", "False", "False", "True",
-                                          "timer", "off"]
+                                          "irq_work", "sync", "always", "False", "False",
+                                          "True", "timer", "off"]
     assert len(by_name) == len(kvmsim_presets())
     cites = cli("orders", "--citations")
     assert "73554b29bd70" in cites.stdout and cites.returncode == 0
@@ -195,7 +196,7 @@ def test_scenario_file_and_flags_override(cli, tmp_path):
     before = cli("stat", str(f))
     after = cli("stat", str(f), "--order", "linux-6.7")
     assert before.returncode == after.returncode == 0
-    assert [int(line.split()[1]) for line in before.stdout.splitlines()[1:]] == [14864, 14875]
+    assert [int(line.split()[1]) for line in before.stdout.splitlines()[1:]] == [14855, 14871]
     assert all(int(line.split()[1]) < 60 for line in after.stdout.splitlines()[1:])
 
 
@@ -442,7 +443,7 @@ def test_scenario_on_standard_input(tmp_path):
     p = subprocess.run([sys.executable, "-m", "kvmsim", "stat", "-", "--duration", "20"],
                        input=text, capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert p.returncode == 0, p.stderr
-    assert [int(line.split()[1]) for line in p.stdout.splitlines()[1:]] == [14864, 14875]
+    assert [int(line.split()[1]) for line in p.stdout.splitlines()[1:]] == [14855, 14871]
 
 
 def test_interval_in_fractions_of_a_millisecond(cli):

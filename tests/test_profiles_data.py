@@ -87,8 +87,8 @@ def test_behaviour_values(name):
 
 def test_switch_histories():
     assert [s.name for s in SWITCHES] == [
-        "lvtpc_automask", "pmi_delivery", "process_nmi_event", "vnmi", "idle_hlt", "ipiv",
-        "fastpath_reenter", "avic_default"]
+        "lvtpc_automask", "pmi_delivery", "pmu_reprogram", "process_nmi_event", "vnmi",
+        "idle_hlt", "ipiv", "fastpath_reenter", "avic_default"]
     for s in SWITCHES:
         assert tuple(v for v, _ in s.history) == s.values
         assert s.history[0][1] is None          # the older behaviour: no commit
@@ -103,21 +103,23 @@ def test_switch_histories():
             else:
                 assert len(c.where) > len("UNVERIFIED: ") + 20, c.where
     unverified = {s.name for s in SWITCHES for _, c in s.history[1:] if c and not c.verified}
-    assert unverified == {"vnmi", "idle_hlt", "ipiv", "fastpath_reenter",
-                          "avic_default"}
+    assert unverified == {"pmu_reprogram", "vnmi", "idle_hlt", "ipiv",
+                          "fastpath_reenter", "avic_default"}
 
 
 def test_mainline_values():
     # spot checks, written out from the trees of Profile.tree rather than the histories
     expect = {
-        "linux-5.10": ("none", "irq_work", "always", False, False, False, "timer", "off"),
-        "linux-6.1": ("none", "irq_work", "always", False, False, True, "timer", "off"),
-        "linux-6.5": ("none", "irq_work", "pending", True, False, True, "timer", "off"),
-        "linux-6.6": ("all", "request", "pending", True, False, True, "timer", "off"),
-        "linux-6.8": ("all", "request", "pending", True, False, True, "timer", "off"),
-        "linux-6.9": ("intel", "request", "pending", True, False, True, "timer", "off"),
-        "linux-6.12": ("intel", "request", "pending", True, False, True, "timer-icr-hlt", "off"),
-        "linux-7.2": ("intel", "request", "pending", True, True, True, "timer-icr-hlt", "auto"),
+        "linux-5.10": ("none", "irq_work", "sync", "always", False, False, False, "timer", "off"),
+        "linux-6.1": ("none", "irq_work", "sync", "always", False, False, True, "timer", "off"),
+        "linux-6.5": ("none", "irq_work", "request", "pending", True, False, True, "timer", "off"),
+        "linux-6.6": ("all", "request", "request", "pending", True, False, True, "timer", "off"),
+        "linux-6.8": ("all", "request", "request", "pending", True, False, True, "timer", "off"),
+        "linux-6.9": ("intel", "request", "request", "pending", True, False, True, "timer", "off"),
+        "linux-6.12": ("intel", "request", "request", "pending", True, False, True,
+                       "timer-icr-hlt", "off"),
+        "linux-7.2": ("intel", "request", "request", "pending", True, True, True,
+                      "timer-icr-hlt", "auto"),
     }
     for name, values in expect.items():
         assert tuple(PROFILES[name].behaviour.values()) == values, name
@@ -139,7 +141,7 @@ def test_tables():
     assert rows[0] == ["profile", "release", "SMI/NMI/PMU/PMI", *(s.name for s in SWITCHES)]
     assert [r[0] for r in rows[1:]] == list(PROFILES)
     assert rows[1 + list(PROFILES).index("linux-6.1.y")] == [
-        "linux-6.1.y", "v6.1.192", "SMI NMI PMU PMI", "intel", "irq_work", "always",
+        "linux-6.1.y", "v6.1.192", "SMI NMI PMU PMI", "intel", "irq_work", "sync", "always",
         "False", "False", "True", "timer", "off"]
     cites = profiles.citations()
     assert cites[0] == ["switch", "value", "commit", "subject", "release", "where"]
@@ -229,6 +231,11 @@ def _read_switches(tree: Path) -> dict:
     irq_work = "irq_work_queue(" in pmu
     assert irq_work != ("KVM_REQ_PMI" in has_events)    # one commit changed both
     out["pmi_delivery"] = "irq_work" if irq_work else "request"
+    intel_pmu = (kvm / "vmx/pmu_intel.c").read_text()
+    counters = _body(kvm / "vmx/pmu_intel.c", "reprogram_counters") or \
+        _body(kvm / "pmu.h", "reprogram_counters") or ""
+    out["pmu_reprogram"] = ("request" if "kvm_make_request(KVM_REQ_PMU" in counters else
+                            "sync" if "global_ctrl_changed" in intel_pmu or counters else None)
     nmi = _body(kvm / "x86.c", "process_nmi")
     out["process_nmi_event"] = ("pending" if re.search(
         r"if \(vcpu->arch\.nmi_pending\)\s*kvm_make_request\(KVM_REQ_EVENT", nmi) else "always")

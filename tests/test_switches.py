@@ -25,17 +25,18 @@ HLT_KEYS = ("vmexits", "halt_exits", "fastpath_exits", "irq_window_exits", "irqs
 
 
 @pytest.mark.parametrize("order,vendor,host,expect", [
-    # IPIv: the ICR write does not exit; the posted IRQ waits for STI. HLT exits (VMX always
-    # intercepts it) and, runnable, handle_fastpath_hlt re-enters (v6.12+) ...
+    # APICv: the SELF IPI write does not exit; the posted IRQ waits for STI. HLT exits (VMX
+    # always intercepts it) and, runnable, handle_fastpath_hlt re-enters (v6.12+) ...
     ("linux-7.2", "intel", Host(), (1, 1, 1, 0, 1, 0)),
     # ... or vcpu_run's pass follows (v6.9: kvm_vcpu_check_block finds the IRQ, no block).
     ("linux-6.9", "intel", Host(), (1, 1, 0, 0, 1, 0)),
-    # Without IPIv the ICR write exits too: re-entered by the fastpath since v6.12 ...
-    ("linux-7.2", "intel", Host(ipiv=False), (2, 1, 2, 0, 1, 0)),
-    # ... EXIT_FASTPATH_EXIT_HANDLED before.
-    ("linux-6.9", "intel", Host(ipiv=False), (2, 1, 0, 0, 1, 0)),
-    # Without APICv the IRQ is injected: KVM_REQ_EVENT finds IF=0 and opens an interrupt
-    # window, which STI satisfies: that exit comes instead of HLT's.
+    # IPIv does not matter: the self-IPI is the x2APIC SELF IPI register, which APICv
+    # virtualises (ICR writes to other vCPUs: tests/test_vm.py).
+    ("linux-7.2", "intel", Host(ipiv=False), (1, 1, 1, 0, 1, 0)),
+    ("linux-6.9", "intel", Host(ipiv=False), (1, 1, 0, 0, 1, 0)),
+    # Without APICv the SELF IPI write exits and the IRQ is injected: KVM_REQ_EVENT finds
+    # IF=0 and opens an interrupt window, which STI satisfies: that exit comes instead of
+    # HLT's.
     ("linux-7.2", "intel", Host(apicv=False), (2, 0, 0, 1, 1, 2)),
     # AMD (v6.18+: AVIC on by default): HLT exits unless the Idle HLT intercept sees the IRQ.
     ("linux-7.2", "amd", Host(), (1, 1, 1, 0, 1, 0)),
@@ -160,8 +161,8 @@ def test_process_nmi_raises_event(sim, rule, event):
 # --- vNMI ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("vnmi,exits,windows", [(True, 1, 0), (False, 1 + 2, 2)])
 def test_two_nmis_with_and_without_vnmi(sim, vnmi, exits, windows):
-    # Two NMI IPIs at once: with vNMI one is injected through V_NMI_PENDING and the second
-    # waits there for the first's IRET, no exit. Without, each injected NMI's IRET is
+    # Two NMI IPIs at once: with vNMI KVM injects the first and the second waits in
+    # V_NMI_PENDING for the first's IRET, no exit. Without, each injected NMI's IRET is
     # intercepted (svm_inject_nmi; iret_interception counts an NMI-window exit), and the
     # second is injected after the first's.
     wl = Workload(vcpus=1, sources=[Trace("nmi", times=[MS, MS])], **QUIET)
@@ -193,3 +194,32 @@ def test_host_defaults_follow_vendor_and_profile():
         apicv=False, ipiv=False, vnmi=True, idle_hlt=False, preemption_timer=False)
     assert kvmsim.Config(order="linux-7.2", vendor="amd").machine["apicv"] is True
     assert kvmsim.Config(host=Host(apicv=False)).machine["ipiv"] is False
+
+
+# --- pmu_reprogram: 68fb4757e867 ----------------------------------------------------------------
+@pytest.mark.parametrize("rule,pmu_per_pmi", [("sync", 1), ("request", 1 + 2)])
+def test_global_control_writes_defer_reprogramming(sim, rule, pmu_per_pmi):
+    # The host overflow always raises KVM_REQ_PMU (kvm_perf_overflow); the Intel handler's
+    # two writes of GLOBAL_CTRL raise it only once reprogramming is deferred.
+    wl = Workload(vcpus=1, sources=[Trace("pmi", times=[i * MS for i in range(1, 21)])])
+    t = sim(wl, order="linux-6.6", duration=0.05, behaviour={"pmu_reprogram": rule}).totals
+    assert t["requests.PMU"] == 20 * pmu_per_pmi and t["pmis_delivered"] == 20
+
+
+def test_emulated_overflow_without_deferred_reprogramming(sim):
+    # Before 68fb4757e867 the emulated event reprograms and overflows in the exit handler:
+    # KVM_REQ_PMI at once, no KVM_REQ_PMU; the PMI -> NMI back edge of the v6.6 order stays.
+    wl = Workload(vcpus=1, lvtpc="nmi", sources=[Trace("emulated-pmi", times=[MS])])
+    t = sim(wl, order="linux-6.1").totals
+    assert (t["pmis_raised"], t["pmis_delivered"], t["canceled_vmenters"]) == (1, 1, 1)
+    assert t["requests.PMU"] == 0 and t["requests.PMI"] == 1
+
+
+def test_task_work_while_halted_keeps_the_vcpu_halted(sim):
+    # vcpu_block() returns to vcpu_run() for the work, which blocks again: no entry until
+    # the IRQ at 3 ms.
+    wl = Workload(vcpus=1, sources=[Trace("hlt", times=[MS]), Trace("task-work", times=[2 * MS]),
+                                    Trace("irq", times=[3 * MS])], **QUIET)
+    t = sim(wl, duration=0.004, order="linux-7.2").totals
+    assert (t["vmexits"], t["vmenters"], t["task_work"]) == (1, 2, 1)
+    assert t["ns.halted"] == 2 * MS * 1e9 - Costs().vmexit - Costs().task_work
