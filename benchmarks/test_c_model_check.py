@@ -7,9 +7,11 @@ driver, kernel profile's behaviour and host feature set. A C model that skipped 
 fail here before it could win a benchmark.
 
 kvmsim's Simulation runs its engine in slices (1 ms, doubling while a slice takes little wall
-time) and the engines' counts can depend on where a slice ends (a PMI whose host NMI is still
-in flight at a slice's end lands a skid after it: see the report in the commit that added
-this note), so the C model is run in the slices the Simulation used, which it reports.
+time), and the engines' counts can depend on where a slice ends: _reference.py's
+_next_guest_event times an overflow's host NMI from max(overflow, guest_since) + pmi_skid,
+and the end of a slice moves guest_since (so does a guest handler that ends without an exit),
+while _apply_guest counts the skid from max(overflow, entry_t). So the C model is run in the
+slices the Simulation used, which Simulation.run(on_slice=...) reports.
 """
 
 import numpy as np

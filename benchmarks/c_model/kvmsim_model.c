@@ -219,22 +219,22 @@ static void accept_irq(struct vcpu *v, int64_t k, int64_t *c)
 static void arrive(struct vcpu *v, int kind, int bit, int64_t k, int64_t *c)
 {
     switch (kind) {
-    case KM_SRC_NMI:                                /* kvm_inject_nmi, from an NMI IPI */
+    case KM_SRC_NMI:                            /* kvm_inject_nmi, from an NMI IPI */
         v->nmi_queued += k;
         c[KM_NMIS_QUEUED] += k;
         v->nmi_credit += k;                     /* the guest's handler for it claims it */
         v->requests |= BIT(KVM_REQ_NMI);
         kick(v);
         break;
-    case KM_SRC_IRQ:                                /* __apic_accept_irq, APIC_DM_FIXED */
+    case KM_SRC_IRQ:                            /* __apic_accept_irq, APIC_DM_FIXED */
         accept_irq(v, k, c);
         break;
-    case KM_SRC_TIMER:                              /* apic_timer_expired(from_timer_fn) */
+    case KM_SRC_TIMER:                          /* apic_timer_expired(from_timer_fn) */
         v->timer_pending = true;
         v->requests |= BIT(KVM_REQ_UNBLOCK);
         kick(v);
         break;
-    case KM_SRC_TASK_WORK:                          /* need_resched / a signal, and its IPI */
+    case KM_SRC_TASK_WORK:                      /* need_resched / a signal, and its IPI */
         v->xfer = true;
         kick(v);
         break;
@@ -248,7 +248,7 @@ static void apply_source(struct vcpu *v, struct arrivals *a, int64_t t, int64_t 
 {
     const struct km_params *p = v->p;
     while (a->next <= t) {
-        if (a->kind == KM_SRC_REQUEST_NOOP) {       /* one of the no-op requests, uniformly */
+        if (a->kind == KM_SRC_REQUEST_NOOP) {   /* one of the no-op requests, uniformly */
             int bit = p->noop_bits[(int)(a->rng->next_double(a->rng->state) * p->n_noop)];
             step(a);
             arrive(v, KM_SRC_REQUEST, bit, 1, c);
@@ -556,7 +556,7 @@ static void guest_event(struct vcpu *v, int kind, int64_t *c)
         }
         v->exit_fast = true;
         break;
-    case KM_SRC_IPI_SELF:                           /* x2APIC ICR write to itself */
+    case KM_SRC_IPI_SELF:                       /* x2APIC ICR write to itself */
         accept_irq(v, 1, c);
         if (!p->ipiv) {
             if (p->fastpath_reenter)
