@@ -3,26 +3,39 @@
 Same rules as kvmsim/_reference.py (the specification), expressed the way SimPy users write
 models: one `simpy.Environment`, one process per vCPU running KVM's run loop
 (VM-exit -> vcpu_enter_guest() passes -> VM-Enter -> guest) with `yield env.timeout(...)`
-for every phase cost and for guest run time, and one generator process per arrival source
-that posts its request into the vCPU's state and kicks the vCPU (`proc.interrupt()`) when
-the guest is running: the IPI VM-exit.
+for every phase cost and for guest run time, and one generator process per arrival source.
+An arrival changes the vCPU's state at its time and, when the vCPU has to look again, wakes
+it (`proc.interrupt()`): a kick from another CPU while the guest runs (the IPI VM-exit), a
+posted interrupt the CPU delivers to a running guest, a guest event, a request posted while
+the vCPU sleeps in its check walk.
 
 Time is integer nanoseconds. Random numbers come from one numpy Generator seeded with
 config.seed, so counts agree with kvmsim statistically, not bit for bit.
 
+What it models: the check walk with arrivals landing among the checks and the late check
+(kvm_vcpu_exit_request) that cancels the entry; APICv / AVIC posted interrupts or injected
+ones with their windows; NMIs and process_nmi's limit; PMIs as NMIs, fixed interrupts or
+SMIs with LVTPC auto-masking; the guest's perf NMI handler as its intercepted PMU accesses
+(Intel: 8 per PMI, 3 of them raising KVM_REQ_PMU); host PMI skid (an overflow's host NMI lands
+after the VM-exit, in host context, when the guest exits first); guest handler times in
+guest time; the guest's LAPIC timer on the VMX preemption timer (a fastpath exit that
+re-enters without a pass) or on a host hrtimer; vcpu_run's tail. What it refuses
+(NotImplementedError): STI;HLT, self-IPIs, task work (hlt, ipi:self, task-work sources) and
+AMD vNMI.
+
 The check walk: check k of a pass starts at `origin + k * cost_check` and sees a request
 posted at or before that time; a request posted later than its check stays pending and
-cancels the entry at the late check (kvm_vcpu_exit_request). Instead of one timeout per
-check, the vCPU sleeps until the next check whose bit is set; a request posted meanwhile
-interrupts that sleep and the walk resumes from the first check that has not started.
+cancels the entry at the late check. Instead of one timeout per check, the vCPU sleeps until
+the next check whose bit is set; a request posted meanwhile wakes it and the walk resumes
+from the first check that has not started.
 """
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import simpy
-
-import types
 
 from kvmsim import _spec
 from kvmsim._limits import to_ns
@@ -31,21 +44,27 @@ from kvmsim._spec import Dist, Handler, Lvtpc, Src
 
 EVENT_BIT, NMI_BIT, PMU_BIT, PMI_BIT, SMI_BIT = (_spec.SPECIAL_BITS[n] for n in
                                                  ("EVENT", "NMI", "PMU", "PMI", "SMI"))
+UNBLOCK_BIT = _spec.UNBLOCK_BIT
 NO_EVENT, INJECT_NMI, INJECT_IRQ = "none", "nmi", "irq"
 NEVER = float("inf")
+REFUSED = {Src.HLT: "hlt", Src.IPI_SELF: "ipi:self", Src.TASK_WORK: "task-work"}
 
-# vcpu->mode, plus WALKING: the vCPU sleeps between two checks of the request walk.
-OUTSIDE, WALKING, ENTERING, IN_GUEST, KICKED = "outside", "walking", "entering", "guest", "kicked"
+# Where the vCPU is: handling a VM-exit or in a pass of vcpu_enter_guest() (OUTSIDE), from
+# the late check to the guest (ENTERING: vcpu->mode is IN_GUEST_MODE, a kick makes the entry
+# exit at once), or running the guest.
+OUTSIDE, ENTERING, GUEST = "outside", "entering", "guest"
 
 
 class VCpu:
     def __init__(self, env: simpy.Environment, plan: Plan, index: int,
                  rng: np.random.Generator, counts: dict[str, int]):
         self.env, self.rng, self.counts = env, rng, counts
-        self.p = types.SimpleNamespace(**plan.params)
-        self.order = self.p.order[:self.p.n_checks]
+        self.p = p = types.SimpleNamespace(**plan.params)
+        self.order = p.order[:p.n_checks]
         self.rank = {b: r for r, b in enumerate(self.order)}
-        self.mode = OUTSIDE
+        self.phase = OUTSIDE
+        self.waiting = False                      # in a wait a wake() may interrupt
+        self.kicked = False                       # vcpu->mode == EXITING_GUEST_MODE
         self.requests = 0                         # vcpu->requests
         self.nmi_queued = self.nmi_pending = 0
         self.nmi_injected = self.irq_injected = False
@@ -54,9 +73,26 @@ class VCpu:
         self.nmi_window = self.irq_window = False
         self.req_immediate_exit = self.immediate_exit = False
         self.lvtpc_masked = self.pmu_reprogram = self.emul_overflow = False
-        self.nmi_end = self.irq_end = NEVER       # guest handler running until then
+        self.pmi_status = False                   # GLOBAL_STATUS shows an overflow
+        self.nmi_credit = 0                       # NMI IPIs a guest handler will claim
+        self.last_pmi_t = -NEVER
+        self.timer_pending = False                # apic->lapic_timer.pending
+        # The guest's handlers, in guest time: deadlines move on by the time spent outside.
+        self.nmi_end = self.irq_end = NEVER       # NMI / IRQ handler running until then
+        self.ops = ()                             # the perf NMI handler's accesses left
+        self.op_at = NEVER                        # ... the next one
+        self.op_gap = 0
         self.exit_at = NEVER                      # the guest's own next VM-exit
-        self.guest_arrivals: list[int] = []       # guest-side events not yet seen by KVM
+        self.exit_t = 0                           # the last VM-exit
+        self.guest_events: list[int] = []         # guest-side events for the next VM-exit
+        # Guest counter overflows: each is followed, a skid later, by the host's NMI. Those of
+        # this guest run, by when their NMI lands; those due while the vCPU was not in the
+        # guest (the counters count guest time: they overflow at the next entry); NMIs the
+        # guest's VM-exit left in flight (one NMI, for that many overflows, lands then).
+        self.landings: list[int] = []
+        self.overflows_in_host = 0
+        self.host_nmi_at, self.host_nmi_n = NEVER, 0
+        self.host_nmis = 0                        # NMIs in flight so far: which is pending
 
         self.proc = env.process(self.run())
         for sp in plan.sources:
@@ -74,12 +110,35 @@ class VCpu:
     def irq_blocked(self) -> bool:
         return self.irq_end != NEVER
 
+    def allowed(self) -> bool:
+        """interrupt_allowed: no handler blocks interrupts."""
+        return not (self.nmi_blocked or self.irq_blocked)
+
+    def wake(self) -> None:
+        """Interrupt the vCPU's current wait (guest run or check walk), at most once."""
+        if self.waiting:
+            self.waiting = False
+            self.proc.interrupt()
+
+    def wait(self, delay):
+        """A wait that wake() may cut short; True if it ran out."""
+        self.waiting = True
+        try:
+            yield self.env.event() if delay == NEVER else self.env.timeout(delay)
+        except simpy.Interrupt:
+            return False
+        self.waiting = False
+        return True
+
     # --- arrival sources ------------------------------------------------------------------
     def gaps(self, sp: SourcePlan):
         """Inter-arrival times (ns) of one source."""
         if sp.dist == Dist.POISSON:
             while True:
-                yield int(self.rng.exponential(sp.mean_ns))
+                gap = self.rng.exponential(sp.mean_ns)
+                if gap >= _spec.MAX_GAP_NS:
+                    return
+                yield int(gap)
         elif sp.dist == Dist.PERIODIC:
             yield sp.start_ns + sp.period_ns
             while True:
@@ -93,42 +152,95 @@ class VCpu:
     def source(self, sp: SourcePlan):
         for gap in self.gaps(sp):
             yield self.env.timeout(gap)
-            if sp.kind < Src.NMI:               # counter overflow / exit in the guest
-                self.guest_arrivals.append(sp.kind)
-                self.kick(wake_walk=False)
-                continue
-            if sp.kind == Src.NMI:              # kvm_inject_nmi
-                self.nmi_queued += 1
-                self.count("nmis_queued")
-                self.requests |= 1 << NMI_BIT
-            elif sp.kind == Src.IRQ:            # __apic_accept_irq
-                self.accept_irq()
-            elif sp.kind == Src.REQUEST:
-                self.requests |= 1 << sp.bit
-            else:                                 # request:noop, a random no-op request
-                self.requests |= 1 << int(self.rng.choice(self.p.noop_bits[:self.p.n_noop]))
-            self.kick(wake_walk=True)
+            if sp.guest:
+                self.guest_event(sp.kind)
+            else:
+                self.host_arrival(sp)
 
-    def kick(self, wake_walk: bool) -> None:
-        """kvm_vcpu_kick: IN_GUEST_MODE -> EXITING_GUEST_MODE, and the IPI forces a VM-exit.
-        A kick during VM-Enter takes effect right after it. A new request also wakes a
-        vCPU sleeping in its check walk."""
-        if self.mode == IN_GUEST or (wake_walk and self.mode == WALKING):
-            self.mode = KICKED
-            self.proc.interrupt()
-        elif self.mode == ENTERING:
-            self.mode = KICKED
+    def host_arrival(self, sp: SourcePlan) -> None:
+        """Another CPU: kvm_make_request + kvm_vcpu_kick, kvm_inject_nmi, an interrupt."""
+        if sp.kind == Src.NMI:                    # kvm_inject_nmi, from an NMI IPI
+            self.nmi_queued += 1
+            self.count("nmis_queued")
+            self.nmi_credit += 1                  # the guest's handler for it claims it
+            self.requests |= 1 << NMI_BIT
+            self.kick()
+        elif sp.kind == Src.IRQ:                  # __apic_accept_irq
+            self.accept_irq()
+        elif sp.kind == Src.TIMER:                # a host hrtimer: apic_timer_expired
+            self.timer_pending = True
+            self.requests |= 1 << UNBLOCK_BIT
+            self.kick()
+        elif sp.kind == Src.REQUEST:
+            self.requests |= 1 << sp.bit
+            self.kick()
+        else:                                     # request:noop, a random no-op request
+            self.requests |= 1 << int(self.p.noop_bits[int(self.rng.random() * self.p.n_noop)])
+            self.kick()
+        self.wake()
+
+    def kick(self) -> None:
+        """kvm_vcpu_kick: IN_GUEST_MODE -> EXITING_GUEST_MODE (the IPI forces a VM-exit)."""
+        if self.phase != OUTSIDE:
+            self.kicked = True
+
+    def guest_event(self, kind: int) -> None:
+        """Something the guest does: acts while the guest runs, else at its next entry."""
+        if kind == Src.PMI:                       # a guest counter overflows
+            if self.phase == GUEST:
+                self.landings.append(self.env.now + self.p.pmi_skid_ns)
+            else:
+                self.overflows_in_host += 1
+        else:
+            self.guest_events.append(kind)
+        if self.phase == GUEST:
+            self.wake()
+
+    def nmis_in_flight(self, n: int, at: int) -> None:
+        """The guest exited before the host's NMI for n overflows: it lands at `at`, together
+        with one still in flight (the CPU holds one NMI pending)."""
+        if self.host_nmi_n == 0:
+            self.host_nmis += 1
+            self.env.process(self.host_nmi(self.host_nmis, at))
+        self.host_nmi_n += n
+        self.host_nmi_at = min(self.host_nmi_at, at)
+
+    def host_nmi(self, which: int, at: int):
+        """The NMI lands in host context; if the vCPU is (about to be) in the guest, it is a
+        VM-exit, which takes it."""
+        yield self.env.timeout(at - self.env.now)
+        if which != self.host_nmis or not self.host_nmi_n:
+            return                                # a VM-exit took it already
+        if self.phase == OUTSIDE:
+            self.take_host_nmi(in_guest=False)
+        else:
+            self.kicked = True
+        self.wake()
+
+    def take_host_nmi(self, in_guest: bool) -> None:
+        """kvm_perf_overflow in NMI context, for each overflow the NMI stands for."""
+        n, self.host_nmi_n, self.host_nmi_at = self.host_nmi_n, 0, NEVER
+        for _ in range(n):
+            if in_guest or not self.p.pmi_irq_work:
+                self.overflow()                   # KVM_REQ_PMI
+            else:
+                self.pmi_irq_work()               # kvm_pmi_trigger_fn
 
     # --- the run loop ---------------------------------------------------------------------
     def run(self):
         yield from self.enter_guest()             # KVM_RUN: the first entry has no exit
         while True:
             yield from self.run_guest()
-            self.count("vmexits")
-            if self.immediate_exit:
-                self.count("immediate_exits")
-                self.immediate_exit = False
-            self.apply_guest_events()
+            fast = self.vm_exit()
+            if fast:                              # EXIT_FASTPATH_REENTER_GUEST
+                self.phase = ENTERING
+                yield self.env.timeout(self.p.cost_vmexit + self.p.cost_vmenter)
+                self.count("fastpath_exits")
+                self.count("vmenter_attempts")
+                self.count("vmenters")
+                self.enter()
+                continue
+            self.vcpu_run_tail()
             yield self.env.timeout(self.p.cost_vmexit)
             yield from self.enter_guest()
 
@@ -139,33 +251,56 @@ class VCpu:
             self.req_immediate_exit = False
             yield from self.check_requests()
             yield self.env.timeout(p.cost_state_load)
+            self.phase = ENTERING                 # vcpu->mode = IN_GUEST_MODE
             self.count("vmenter_attempts")        # kvm_vcpu_exit_request()
-            if self.requests:                     # cancel_injection
+            if self.requests or self.kicked:      # cancel_injection
+                self.phase, self.kicked = OUTSIDE, False
                 self.count("canceled_vmenters")
                 if self.entry_event != NO_EVENT or self.req_immediate_exit:
                     self.requests |= 1 << EVENT_BIT
                 self.entry_event = NO_EVENT
+                self.vcpu_run_tail()
                 yield self.env.timeout(p.cost_cancel)
                 continue
             if self.req_immediate_exit:
                 self.requests |= 1 << EVENT_BIT
             self.immediate_exit = self.req_immediate_exit
-            self.mode = ENTERING
             yield self.env.timeout(p.cost_vmenter)
             self.count("vmenters")
-            now = self.env.now
-            if self.entry_event == INJECT_NMI:    # the guest's NMI handler starts
-                self.count("nmis_injected")
-                self.nmi_injected = False
-                self.nmi_end = now + p.nmi_handler_ns
-            elif self.entry_event == INJECT_IRQ:
-                self.count("irqs_injected")
-                self.irq_injected = False
-                self.irq_end = now + p.irq_handler_ns
-            self.entry_event = NO_EVENT
-            if p.guest_exit_mean_ns:
-                self.exit_at = now + int(self.rng.exponential(p.guest_exit_mean_ns))
+            self.enter()
             return
+
+    def vcpu_run_tail(self) -> None:
+        """vcpu_run() after vcpu_enter_guest(): clear KVM_REQ_UNBLOCK, inject the timer's
+        interrupt (kvm_inject_pending_timer_irqs)."""
+        self.requests &= ~(1 << UNBLOCK_BIT)
+        if self.timer_pending:
+            self.timer_pending = False
+            self.accept_irq()
+
+    def enter(self) -> None:
+        """The guest runs: interrupted handlers resume, the written event is delivered, then
+        what the CPU delivers by itself; the guest's next own exit is drawn."""
+        p, now = self.p, self.env.now
+        paused = now - self.exit_t                # handler times are guest time
+        self.nmi_end += paused
+        self.op_at += paused
+        self.irq_end += paused
+        if self.entry_event == INJECT_NMI:
+            self.count("nmis_injected")
+            self.nmi_injected = False
+            self.nmi_start()
+        elif self.entry_event == INJECT_IRQ:
+            self.count("irqs_injected")
+            self.irq_injected = False
+            self.irq_end = now + p.irq_handler_ns
+        self.entry_event = NO_EVENT
+        self.hardware_deliver()
+        if p.guest_exit_mean_ns:
+            self.exit_at = now + int(self.rng.exponential(p.guest_exit_mean_ns))
+        self.phase = GUEST
+        self.landings += [now + p.pmi_skid_ns] * self.overflows_in_host
+        self.overflows_in_host = 0
 
     def check_requests(self):
         """The kvm_check_request() walk of one pass, EVENT last."""
@@ -174,21 +309,16 @@ class VCpu:
         origin = env.now - pos * c                # check k starts at origin + k * c
         while True:
             r = self.next_check(pos)
-            self.mode = WALKING
-            try:
-                yield env.timeout(origin + r * c - env.now)
-            except simpy.Interrupt:               # a request was posted mid-walk
-                if c:
+            if not (yield from self.wait(origin + r * c - env.now)):
+                if c:                             # a request was posted mid-walk
                     pos = max(pos, -(-(env.now - origin) // c))
                 continue
-            self.mode = OUTSIDE
             if r == n:
                 return
             bit = self.order[r]
             self.requests &= ~(1 << bit)          # kvm_check_request: clear, then handle
-            cost = self.p.handler_ns[bit]
             self.handle(bit)
-            yield env.timeout(c + cost)
+            yield env.timeout(c + self.p.handler_ns[bit])
             pos = r + 1
             origin = env.now - pos * c
 
@@ -197,85 +327,167 @@ class VCpu:
         ranks = [self.rank[b] for b in self.rank if self.requests >> b & 1]
         return min((r for r in ranks if r >= pos), default=len(self.order))
 
+    # --- the guest ------------------------------------------------------------------------
     def run_guest(self):
-        """The guest runs until it exits, or until a kick interrupts it."""
-        env = self.env
-        while not self.must_exit_now():
-            handler_end = min(self.nmi_end, self.irq_end)
-            deadline = min(self.exit_at, handler_end)
-            self.mode = IN_GUEST
-            if deadline == NEVER:
-                wait = env.event()                # nothing but a kick ends this run
-            else:
-                wait = env.timeout(max(0, deadline - env.now))
-            try:
-                yield wait
-            except simpy.Interrupt:
-                break
-            if self.exit_at <= handler_end:
-                break                             # the guest's own VM-exit
-            ending = [h for h, t in (("nmi", self.nmi_end), ("irq", self.irq_end))
-                      if t == handler_end]
-            if any(self.handler_end_exits(h) for h in ending):
-                break                             # e.g. the LVTPC unmask write
-            self.end_handlers()
-        self.mode = OUTSIDE
+        """The guest runs until something makes it exit; handler ends that need no exit and
+        the CPU's own deliveries happen on the way."""
+        while True:
+            now = self.env.now
+            if self.exits_now(now):
+                return
+            if self.nmi_end <= now and not self.ops or self.irq_end <= now:
+                self.end_handlers(now)            # IRET / EOI inside the guest
+                self.hardware_deliver()
+                continue
+            if self.irq_pending and self.p.apicv and self.allowed():
+                self.hardware_deliver()           # a posted interrupt arrived
+                continue
+            handler = self.op_at if self.ops else self.nmi_end
+            landing = self.landings[0] if self.landings else NEVER
+            deadline = min(self.exit_at, handler, self.irq_end, landing)
+            yield from self.wait(deadline - now)
 
-    def must_exit_now(self) -> bool:
-        return (self.mode == KICKED or bool(self.guest_arrivals) or self.immediate_exit
-                or (self.nmi_window and not self.nmi_blocked)
-                or (self.irq_window and not (self.nmi_blocked or self.irq_blocked)))
-
-    # --- the guest side, seen at a VM-exit -------------------------------------------------
-    def handler_end_exits(self, which: str) -> bool:
+    def exits_now(self, now: int) -> bool:
         p = self.p
-        if which == "nmi":
-            return (p.lvtpc == Lvtpc.NMI or not p.intel or self.nmi_window
-                    or (self.irq_window and not self.irq_blocked))
-        return ((self.irq_window and not self.nmi_blocked)
-                or (p.intel and p.lvtpc == Lvtpc.FIXED and self.lvtpc_masked))
+        return bool(
+            self.kicked or self.guest_events or self.immediate_exit or self.exit_at <= now
+            or (self.landings and self.landings[0] <= now)
+            or (self.nmi_window and not self.nmi_blocked)
+            or (self.irq_window and self.allowed())
+            or self.op_at <= now
+            or (self.nmi_end <= now and not self.ops and (
+                p.iret_exits or self.nmi_window or (self.irq_window and not self.irq_blocked)))
+            or (self.irq_end <= now and (
+                (self.irq_window and not self.nmi_blocked)
+                or (p.automask and p.lvtpc == Lvtpc.FIXED and self.lvtpc_masked))))
 
-    def end_handlers(self) -> None:
-        """Guest handlers whose time is up: IRET unblocks NMIs, the perf handler unmasks
-        LVTPC; an open window is satisfied and raises KVM_REQ_EVENT."""
+    def vm_exit(self) -> bool:
+        """A VM-exit now: what the guest did up to it reaches KVM. True if the fastpath
+        handles it and re-enters the guest without a pass."""
         p, now = self.p, self.env.now
-        if self.nmi_end <= now:
-            self.nmi_end = NEVER
-            if p.lvtpc == Lvtpc.NMI:
-                self.lvtpc_masked = False
-            if not p.intel:
+        self.count("vmexits")
+        slow = self.kicked or self.immediate_exit or self.host_nmi_at <= now
+        fast = False
+        self.phase, self.kicked, self.exit_t = OUTSIDE, False, now
+        if self.immediate_exit:
+            self.count("immediate_exits")
+            self.immediate_exit = False
+        if self.op_at <= now:                     # the perf handler's PMU access
+            self.pmu_access()
+            slow = True
+        if self.end_handlers(now):
+            slow = True
+        if self.landings:                         # overflows during this run
+            slow = True
+            landed = sum(1 for at in self.landings if at <= now)
+            for _ in range(landed):               # their NMI exits: kvm_perf_overflow
+                self.overflow()
+            if landed < len(self.landings):
+                self.nmis_in_flight(len(self.landings) - landed, self.landings[landed])
+            self.landings = []
+        if self.host_nmi_at <= now:               # an NMI in flight lands with this exit
+            self.take_host_nmi(in_guest=True)
+        for kind in self.guest_events:
+            if kind == Src.EMUL_PMI:            # kvm_pmu_trigger_event
+                self.pmu_reprogram = self.emul_overflow = True
+                self.requests |= 1 << PMU_BIT
+                slow = True
+            elif kind == Src.TIMER:               # handle_fastpath_preemption_timer
+                if p.apicv:
+                    self.accept_irq()
+                else:
+                    self.timer_pending = True
+                    self.requests |= 1 << UNBLOCK_BIT
+                fast = True
+            else:                                 # the guest's own exit (exit sources)
+                slow = True
+        self.guest_events.clear()
+        return fast and not slow and not self.requests
+
+    def end_handlers(self, now: int) -> bool:
+        """Guest handlers whose time is up: IRET unblocks NMIs (SVM intercepts it); an open
+        window is satisfied and raises KVM_REQ_EVENT. True if one ended."""
+        p, ended = self.p, False
+        if self.nmi_end <= now and not self.ops:
+            self.nmi_end, ended = NEVER, True
+            if p.iret_exits:
                 self.nmi_window = False
                 self.count("nmi_window_exits")
                 self.requests |= 1 << EVENT_BIT
         if self.irq_end <= now:
-            self.irq_end = NEVER
+            self.irq_end, ended = NEVER, True
             if p.lvtpc == Lvtpc.FIXED:
                 self.lvtpc_masked = False
         if self.nmi_window and not self.nmi_blocked:
             self.nmi_window = False
             self.count("nmi_window_exits")
             self.requests |= 1 << EVENT_BIT
-        if self.irq_window and not (self.nmi_blocked or self.irq_blocked):
+            ended = True
+        if self.irq_window and self.allowed():
             self.irq_window = False
             self.count("irq_window_exits")
             self.requests |= 1 << EVENT_BIT
+            ended = True
+        return ended
 
-    def apply_guest_events(self) -> None:
-        self.end_handlers()
-        for kind in self.guest_arrivals:
-            if kind == Src.PMI:                 # kvm_perf_overflow
-                if self.pmu_reprogram:
-                    self.count("pmis_coalesced")
-                else:
-                    self.pmu_reprogram = True
-                    self.perf_overflow()
-                    self.requests |= 1 << PMU_BIT
-            elif kind == Src.EMUL_PMI:          # kvm_pmu_trigger_event
-                self.pmu_reprogram = self.emul_overflow = True
-                self.requests |= 1 << PMU_BIT
-        self.guest_arrivals.clear()
+    def nmi_start(self) -> None:
+        """default_do_nmi: perf's handler finds the overflow (a PMI), another claims an NMI
+        IPI, else it is unknown; perf's handler makes its PMU accesses."""
+        p, now = self.p, self.env.now
+        self.nmi_end = now + p.nmi_handler_ns
+        pmi, self.pmi_status = self.pmi_status, False
+        claimed = pmi or self.nmi_credit > 0 or now - self.last_pmi_t < p.amd_nmi_window_ns
+        if self.nmi_credit:
+            self.nmi_credit -= 1
+        if pmi:
+            self.last_pmi_t = now
+        if not claimed:
+            self.count("nmis_unknown")
+        seq = 0 if pmi else 1
+        n = p.pmi_ops_n[seq]
+        self.ops = [(p.pmi_ops_pmu[seq] >> i & 1, p.pmi_ops_lvtpc[seq] == i) for i in range(n)]
+        self.op_gap = p.nmi_handler_ns // (n + 1)
+        self.op_at = now + self.op_gap if n else NEVER
+
+    def pmu_access(self) -> None:
+        """One intercepted access of the perf NMI handler (reprogram_counters, LVTPC)."""
+        reprogram, lvtpc = self.ops.pop(0)
+        if reprogram:
+            self.pmu_reprogram = True
+            self.requests |= 1 << PMU_BIT
+        if lvtpc:
+            self.lvtpc_masked = False
+        self.op_at = self.op_at + self.op_gap if self.ops else NEVER
+
+    def hardware_deliver(self) -> None:
+        """APICv virtual-interrupt delivery of a posted interrupt the guest allows."""
+        if self.p.apicv and self.irq_pending and self.allowed():
+            self.irq_pending = False
+            self.count("irqs_injected")
+            self.irq_end = self.env.now + self.p.irq_handler_ns
+
+    # --- KVM's side -----------------------------------------------------------------------
+    def overflow(self) -> None:
+        """kvm_perf_overflow: ignored while the counter is to be reprogrammed."""
+        if self.pmu_reprogram:
+            self.count("pmis_coalesced")
+        else:
+            self.pmu_reprogram = True
+            self.perf_overflow()
+            self.requests |= 1 << PMU_BIT
+
+    def pmi_irq_work(self) -> None:
+        """Before 73554b29bd70, outside guest mode: irq_work delivers the PMI at once."""
+        if self.pmu_reprogram:
+            self.count("pmis_coalesced")
+        else:
+            self.pmu_reprogram = self.pmi_status = True
+            self.requests |= 1 << PMU_BIT
+            self.count("pmis_irq_work")
+            self.deliver_pmi()
 
     def perf_overflow(self) -> None:
+        self.pmi_status = True
         if self.requests >> PMI_BIT & 1:
             self.count("pmis_coalesced")
         else:
@@ -283,13 +495,15 @@ class VCpu:
             self.requests |= 1 << PMI_BIT
 
     def accept_irq(self) -> None:
+        """The IRR (PIR with APICv) bit; without APICv KVM_REQ_EVENT and a kick."""
         self.count("irqs_raised")
         if self.irq_pending:
             self.count("irqs_coalesced")
         self.irq_pending = True
-        self.requests |= 1 << EVENT_BIT
+        if not self.p.apicv:
+            self.requests |= 1 << EVENT_BIT
+            self.kick()
 
-    # --- request handlers -----------------------------------------------------------------
     def handle(self, bit: int) -> None:
         h = int(self.p.handler[bit])
         if h == Handler.NOOP:
@@ -316,7 +530,7 @@ class VCpu:
         if self.nmi_pending > limit:
             self.count("nmis_dropped", self.nmi_pending - limit)
             self.nmi_pending = limit
-        if self.nmi_pending:
+        if self.nmi_pending or self.p.nmi_event_always:
             self.requests |= 1 << EVENT_BIT
 
     def deliver_pmi(self) -> None:
@@ -334,11 +548,12 @@ class VCpu:
             self.accept_irq()
         else:
             self.requests |= 1 << SMI_BIT
-        if p.intel:                               # LVTPC auto-mask on Intel guests
+        if p.automask:                            # LVTPC auto-mask (the profile's rule)
             self.lvtpc_masked = True
 
     def inject_events(self) -> None:
-        """kvm_check_and_inject_events: re-injection first, then SMI > NMI > IRQ."""
+        """kvm_check_and_inject_events: re-injection first, then SMI > NMI > IRQ; posted
+        interrupts are the CPU's to deliver."""
         can_inject = True
         if self.nmi_injected:
             self.entry_event, can_inject = INJECT_NMI, False
@@ -362,11 +577,11 @@ class VCpu:
                 can_inject = False
             if self.nmi_pending:
                 self.nmi_window = True
-        if self.irq_pending:
+        if self.irq_pending and not self.p.apicv:
             if not can_inject:
                 self.req_immediate_exit = True
                 return
-            if not (self.nmi_blocked or self.irq_blocked):
+            if self.allowed():
                 self.irq_pending = False
                 self.irq_injected = True
                 self.entry_event = INJECT_IRQ
@@ -379,6 +594,13 @@ class SimPyRun:
 
     def __init__(self, config, duration: float):
         plan = build(config, to_ns(duration))
+        refused = sorted({REFUSED[sp.kind] for sp in plan.sources if sp.kind in REFUSED})
+        if refused:
+            raise NotImplementedError(f"the SimPy model does not model {', '.join(refused)} "
+                                      "sources (STI;HLT, self-IPIs, task work)")
+        if plan.params["vnmi"]:
+            raise NotImplementedError("the SimPy model does not model AMD vNMI (use "
+                                      "Host(vnmi=False) or vendor intel)")
         self.env = simpy.Environment()
         rng = np.random.default_rng(config.seed)
         self.counts = dict.fromkeys((c.name for c in _spec.EVENTS), 0)

@@ -34,29 +34,59 @@ NPYRANDOM = os.path.join(os.path.dirname(np.__file__), "random", "lib")
 BIT_GROUPS = tuple(_spec.BIT_GROUPS)          # 64 columns each, by bit
 # The C code writes its own enums in the order of kvmsim's codes (a hand-written contender
 # keeps its own names); these are the values it assumes.
-C_ENUMS = {"km_kind": ["EXIT", "PMI", "EMUL_PMI", "NMI", "IRQ", "REQUEST", "REQUEST_NOOP"],
+C_ENUMS = {"km_kind": ["EXIT", "PMI", "EMUL_PMI", "NMI", "IRQ", "REQUEST", "REQUEST_NOOP",
+                       "TIMER", "HLT", "IPI_SELF", "TASK_WORK"],
            "km_dist": ["POISSON", "PERIODIC", "TRACE"],
-           "km_lvtpc": ["NMI", "FIXED", "SMI", "MASKED"]}
+           "km_lvtpc": ["NMI", "FIXED", "SMI", "MASKED"],
+           "km_stop": {"DONE": 0, "UNCONSUMABLE": 2}}
 assert C_ENUMS["km_kind"] == [m.name for m in _spec.Src]
 assert C_ENUMS["km_dist"] == [m.name for m in _spec.Dist]
 assert C_ENUMS["km_lvtpc"] == [m.name for m in _spec.Lvtpc]
+assert all(_spec.Stop[k] == v for k, v in C_ENUMS["km_stop"].items())
+# The request bits kvmsim_model.c gives a meaning (km_special_bits, checked in build()).
+SPECIAL_BITS = (*(_spec.SPECIAL_BITS[n] for n in ("EVENT", "NMI", "PMU", "PMI", "SMI")),
+                _spec.UNBLOCK_BIT)
+
+_CTYPES = {"int32_t": ctypes.c_int32, "int64_t": ctypes.c_int64, "uint8_t": ctypes.c_uint8,
+           "uint32_t": ctypes.c_uint32, "uint64_t": ctypes.c_uint64, "double": ctypes.c_double}
+
+
+def _ctype(decl: str):
+    """The ctypes type of a _spec.Param ctype such as "int64_t" or "uint8_t[64]"."""
+    base, _, n = decl.partition("[")
+    return _CTYPES[base] * int(n.rstrip("]")) if n else _CTYPES[base]
+
+
+_SPEC_PARAMS = {p.name: p.ctype for p in _spec.PARAMS}
+# What struct km_params (kvmsim_model.h) holds, in its order: the Plan.params the C model
+# reads, with _spec.PARAMS' names and C types.
+PARAM_FIELDS = (
+    "n_checks", "order", "rank", "handler_ns", "raises", "unconsumable", "n_noop", "noop_bits",
+    "cost_vmexit", "cost_vmenter", "cost_check", "cost_state_load", "cost_cancel",
+    "cost_task_work", "lvtpc", "automask", "pmi_irq_work", "nmi_event_always", "apicv", "ipiv",
+    "vnmi", "iret_exits", "idle_hlt", "fastpath_reenter", "pmi_ops_n", "pmi_ops_pmu",
+    "pmi_ops_lvtpc", "amd_nmi_window_ns", "pmi_skid_ns", "nmi_handler_ns", "irq_handler_ns",
+    "guest_exit_mean_ns")
+# The Plan.params the C model does without, and why.
+NOT_READ = {
+    "handler": "kvmsim_model.c switches on the request bit (km_special_bits)",
+    "cost_event": "handler_ns holds EVENT's cost too",
+    "intel": "no rule reads the vendor itself: iret_exits, automask, pmi_ops_* carry it",
+    "soft_timer": "_plan.build already made the timer a host- or guest-side source",
+    "interval_ns": "km_simulate takes it as an argument",
+}
+assert set(PARAM_FIELDS) | set(NOT_READ) == set(_SPEC_PARAMS), \
+    set(_SPEC_PARAMS) ^ (set(PARAM_FIELDS) | set(NOT_READ))
+assert not set(PARAM_FIELDS) & set(NOT_READ)
 
 
 class Params(ctypes.Structure):
-    _fields_ = [("n_checks", ctypes.c_int32),
-                ("order", ctypes.c_uint8 * 64), ("rank", ctypes.c_uint8 * 64),
-                ("handler_ns", ctypes.c_int64 * 64), ("raises", ctypes.c_uint64 * 64),
-                ("noop_bits", ctypes.c_uint8 * 64), ("n_noop", ctypes.c_int32)] + [
-                (f"{k}_ns", ctypes.c_int64) for k in
-                ("vmexit", "vmenter", "check", "event", "state_load", "cancel")] + [
-                ("intel", ctypes.c_int32), ("lvtpc", ctypes.c_int32),
-                ("nmi_handler_ns", ctypes.c_int64), ("irq_handler_ns", ctypes.c_int64),
-                ("guest_exit_mean_ns", ctypes.c_double)]
+    _fields_ = [(name, _ctype(_SPEC_PARAMS[name])) for name in PARAM_FIELDS]
 
 
 class Source(ctypes.Structure):
-    _fields_ = [("vcpu", ctypes.c_int32), ("kind", ctypes.c_int32), ("dist", ctypes.c_int32),
-                ("bit", ctypes.c_int32), ("mean_ns", ctypes.c_double),
+    _fields_ = [("vcpu", ctypes.c_int32), ("guest", ctypes.c_int32), ("kind", ctypes.c_int32),
+                ("dist", ctypes.c_int32), ("bit", ctypes.c_int32), ("mean_ns", ctypes.c_double),
                 ("period_ns", ctypes.c_int64), ("start_ns", ctypes.c_int64),
                 ("times", ctypes.POINTER(ctypes.c_int64)), ("n_times", ctypes.c_int64),
                 ("rng", ctypes.c_void_p)]
@@ -80,24 +110,31 @@ def build(out_dir: str) -> ctypes.CDLL:
     lib.km_simulate.restype = ctypes.c_int
     lib.km_simulate.argtypes = [ctypes.POINTER(Params), ctypes.c_int32,
                                 ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(Source),
-                                ctypes.c_int32, ctypes.c_int64, ctypes.c_int64,
-                                ctypes.POINTER(ctypes.c_int64), ctypes.POINTER(ctypes.c_int64)]
+                                ctypes.c_int32, ctypes.POINTER(ctypes.c_int64), ctypes.c_int32,
+                                ctypes.c_int64, ctypes.POINTER(ctypes.c_int64),
+                                ctypes.POINTER(ctypes.c_int64)]
     lib.named = ctypes.c_int32.in_dll(lib, "km_named").value
     lib.columns = ctypes.c_int32.in_dll(lib, "km_columns").value
     names = (ctypes.c_char_p * lib.named).in_dll(lib, "km_column_names")
     lib.column_names = tuple(n.decode() for n in names)
+    # The C side's layout and codes are kvmsim's: counters, bits, the parameter block.
+    assert lib.column_names == tuple(c.name for c in _spec.COUNTERS), lib.column_names
+    assert lib.named == _spec.REQ_BASE and lib.columns == _spec.N_COLUMNS
+    assert tuple((ctypes.c_int32 * 6).in_dll(lib, "km_special_bits")) == SPECIAL_BITS
+    offsets = (ctypes.c_int64 * len(PARAM_FIELDS)).in_dll(lib, "km_param_offsets")
+    assert ctypes.c_int64.in_dll(lib, "km_params_size").value == ctypes.sizeof(Params)
+    assert list(offsets) == [getattr(Params, f).offset for f in PARAM_FIELDS]
     return lib
 
 
 def _params(plan: Plan) -> Params:
-    q = plan.params
-    out = Params(n_checks=q["n_checks"], n_noop=q["n_noop"], intel=q["intel"],
-                 lvtpc=q["lvtpc"], nmi_handler_ns=q["nmi_handler_ns"],
-                 irq_handler_ns=q["irq_handler_ns"], guest_exit_mean_ns=q["guest_exit_mean_ns"],
-                 **{f"{k}_ns": q[f"cost_{k}"] for k in
-                    ("vmexit", "vmenter", "check", "event", "state_load", "cancel")})
-    for field in ("order", "rank", "handler_ns", "raises", "noop_bits"):
-        getattr(out, field)[:] = q[field]
+    out = Params()
+    for name, ctype in Params._fields_:
+        value = plan.params[name]
+        if hasattr(ctype, "_length_"):
+            getattr(out, name)[:] = [int(x) for x in value]
+        else:
+            setattr(out, name, value)
     return out
 
 
@@ -121,7 +158,7 @@ class CRun:
             bg = bit_generator(p.seed, sp.spawn_key)
             times = np.ascontiguousarray(sp.times_ns, dtype=np.int64)
             self._keep += [bg, times]
-            s.vcpu, s.kind, s.dist, s.bit = sp.vcpu, sp.kind, sp.dist, sp.bit
+            s.vcpu, s.guest, s.kind, s.dist, s.bit = sp.vcpu, sp.guest, sp.kind, sp.dist, sp.bit
             s.mean_ns, s.period_ns, s.start_ns = sp.mean_ns, sp.period_ns, sp.start_ns
             s.times = times.ctypes.data_as(ctypes.POINTER(ctypes.c_int64))
             s.n_times = len(times)
@@ -131,13 +168,21 @@ class CRun:
         self.counts = np.zeros((p.vcpus, intervals, lib.columns), dtype=np.int64)
         self.nmis_outstanding = np.zeros(p.vcpus, dtype=np.int64)
 
-    def __call__(self) -> None:
+    def __call__(self, slices: list[int] | None = None) -> None:
+        """Run to the duration in one go (what the benchmarks time), or in the slices a
+        kvmsim Simulation ran its engine in: the ends, ns, increasing, the last the
+        duration's (as Simulation.run(on_slice=...) reports them through now_ns)."""
+        ends = np.array([self.until] if slices is None else slices, dtype=np.int64)
+        assert ends[-1] == self.until and (np.diff(ends) > 0).all(), ends
         i64 = ctypes.POINTER(ctypes.c_int64)
-        if self.lib.km_simulate(ctypes.byref(self.params), self.vcpus, self.exit_rngs,
-                                self.sources, self.n_sources, self.until, self.interval,
-                                self.counts.ctypes.data_as(i64),
-                                self.nmis_outstanding.ctypes.data_as(i64)):
+        stop = self.lib.km_simulate(ctypes.byref(self.params), self.vcpus, self.exit_rngs,
+                                    self.sources, self.n_sources, ends.ctypes.data_as(i64),
+                                    len(ends), self.interval, self.counts.ctypes.data_as(i64),
+                                    self.nmis_outstanding.ctypes.data_as(i64))
+        if stop < 0:
             raise MemoryError("km_simulate")
+        if stop:
+            raise RuntimeError(f"km_simulate stopped: {_spec.Stop(stop).name}")
 
     def column(self, name: str) -> int:
         group, _, request = name.rpartition(".")

@@ -1,23 +1,28 @@
-/* The kvmsim model in plain C11: vcpu_enter_guest() (arch/x86/kvm/x86.c) as docs/model.md
- * states it, written the way a C programmer would write this loop for speed: one struct of
- * state per vCPU, plain bit operations on the request bitmap (one thread owns a vCPU, so no
- * atomics), a walk over the set bits with count-trailing-zeros, and a switch on the request
- * bit for the handlers. Each function names the kernel function it mirrors.
+/* The kvmsim model in plain C11: vcpu_enter_guest() (arch/x86/kvm/x86.c) and what surrounds
+ * it, as kvmsim/_reference.py (the specification) states it, written the way a C programmer
+ * would write this loop for speed: one struct of state per vCPU, plain bit operations on the
+ * request bitmap (one thread owns a vCPU, so no atomics), a walk over the set bits with
+ * count-trailing-zeros, a switch on the request bit for the handlers, and the next host-side
+ * arrival cached. Each function names the kernel function it mirrors.
  */
 #include "kvmsim_model.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdlib.h>
 
 /* From numpy/random/distributions.h, which needs Python.h: the ziggurat Exp(1). */
 double random_standard_exponential(bitgen_t *bitgen_state);
 
 #define NEVER INT64_MAX
+#define NO_PMI_YET (-((int64_t)1 << 62))
 #define BIT(b) ((uint64_t)1 << (b))
 #define ctz(x) __builtin_ctzll(x)
 
-/* Request bits: KVM_ARCH_REQ(nr) = nr + KVM_REQUEST_ARCH_BASE (arch/x86/include/asm/kvm_host.h). */
+/* Request bits: KVM_ARCH_REQ(nr) = nr + KVM_REQUEST_ARCH_BASE (asm/kvm_host.h),
+ * and KVM_REQ_UNBLOCK, a generic one (include/linux/kvm_host.h). */
 #define KVM_ARCH_REQ(nr) ((nr) + 8)
+#define KVM_REQ_UNBLOCK 2
 #define KVM_REQ_EVENT KVM_ARCH_REQ(6)
 #define KVM_REQ_NMI KVM_ARCH_REQ(9)
 #define KVM_REQ_PMU KVM_ARCH_REQ(10)
@@ -28,16 +33,26 @@ const char *const km_column_names[KM_NAMED] = {
     "vmexits", "vmenter_attempts", "vmenters", "canceled_vmenters", "immediate_exits",
     "nmi_window_exits", "irq_window_exits", "nmis_queued", "nmis_injected", "nmis_dropped",
     "pmis_raised", "pmis_coalesced", "pmis_delivered", "pmis_dropped", "irqs_raised",
-    "irqs_coalesced", "irqs_injected", "smis_injected",
+    "irqs_coalesced", "irqs_injected", "smis_injected", "halt_exits", "nmis_unknown",
+    "pmis_irq_work", "fastpath_exits", "task_work", "cancels_task_work",
     "ns.guest", "ns.vmexit", "ns.requests", "ns.event", "ns.state_load", "ns.vmenter",
-    "ns.cancel",
+    "ns.cancel", "ns.task_work", "ns.halted",
 };
 
 const int32_t km_named = KM_NAMED, km_columns = KM_COLUMNS;
+const int32_t km_special_bits[6] = {KVM_REQ_EVENT, KVM_REQ_NMI, KVM_REQ_PMU, KVM_REQ_PMI,
+                                    KVM_REQ_SMI, KVM_REQ_UNBLOCK};
+
+enum mode { OUTSIDE_GUEST_MODE, IN_GUEST_MODE, EXITING_GUEST_MODE };   /* vcpu->mode */
+enum entry_event { ENTRY_NONE, ENTRY_NMI, ENTRY_IRQ };  /* VM_ENTRY_INTR_INFO_FIELD */
+/* What ended a VM-exit's handling: a pass of vcpu_enter_guest() follows, the fastpath
+ * re-entered the guest, or the vCPU blocked in kvm_vcpu_block() after HLT. */
+enum outcome { PASS, REENTERED, HALTED };
 
 struct arrivals {
     int64_t next;           /* time of the next arrival, NEVER when done */
     int kind, dist, bit;
+    bool posted;            /* a posted interrupt (APICv): no kick, no VM-exit */
     double mean_ns;
     int64_t period_ns;
     const int64_t *times;
@@ -45,31 +60,53 @@ struct arrivals {
     bitgen_t *rng;
 };
 
-enum entry_event { ENTRY_NONE, ENTRY_NMI, ENTRY_IRQ };  /* VM_ENTRY_INTR_INFO_FIELD */
-
 struct vcpu {
+    const struct km_params *p;
     uint64_t requests;                  /* vcpu->requests */
+    enum mode mode;
     int64_t nmi_queued, nmi_pending;    /* vcpu->arch.nmi_queued, nmi_pending */
-    bool nmi_injected, irq_injected;    /* vcpu->arch.nmi_injected, interrupt.injected */
-    bool irq_pending;                   /* the IRR bit */
+    bool nmi_injected;                  /* vcpu->arch.nmi_injected */
+    bool vnmi_pending;                  /* V_NMI_PENDING (AMD vNMI) */
+    bool irq_pending;                   /* the IRR (or PIR) bit of the device vector */
+    bool irq_injected;                  /* vcpu->arch.interrupt.injected */
     bool smi_pending;
     enum entry_event entry_event;       /* the event written for this VM-Enter */
     bool nmi_window, irq_window;
     bool req_immediate_exit, immediate_exit;
     bool lvtpc_masked;                  /* LVTPC.MASK */
     bool pmu_reprogram, emul_overflow;  /* pmu->reprogram_pmi, an emulated count wrapped */
-    int64_t nmi_end, irq_end;           /* the guest's NMI / IRQ handler runs until then */
-    int64_t entry_t;                    /* the last completed VM-Enter */
+    bool pmi_status;                    /* GLOBAL_STATUS has an overflow the guest sees */
+    int64_t pmi_nmi_at, pmi_nmi_n;      /* a host PMI (NMI) in flight lands then, for n */
+    int64_t nmi_credit;                 /* NMI IPIs a guest handler will claim */
+    int64_t last_pmi_t;                 /* the guest last handled a PMI then */
+    bool nmi_blocked, irq_blocked;      /* the guest runs its NMI / IRQ handler ... */
+    int64_t nmi_end, irq_end;           /* ... until then (guest time) */
+    int op_seq, op_next, op_n;          /* the perf NMI handler's intercepted accesses */
+    int64_t op_at;
+    bool timer_pending;                 /* apic->lapic_timer.pending */
+    bool xfer;                          /* xfer_to_guest_mode work: need_resched, a signal */
+    bool if_off, hlt_due, hlt_exit;     /* STI;HLT: IF = 0 until it runs; this exit is it */
+    bool halted;                        /* blocked in kvm_vcpu_block() */
+    int64_t halt_since;
+    bool exit_fast, exit_slow;          /* what the VM-exit being handled carries */
+    bool in_host;                       /* between a VM-exit and the next VM-Enter */
+    int64_t now;                        /* the time this vCPU has been run to */
+    int64_t pass_at;                    /* in the host: when the next pass starts */
+    int64_t entry_t, exit_t;            /* the last VM-Enter, the last VM-exit */
     int64_t guest_since;                /* guest time counted up to here */
     int64_t guest_exit_at;              /* the guest's own next VM-exit */
     struct arrivals *host, *guest;      /* from other CPUs / from the guest itself */
     int n_host, n_guest;
-    int64_t next_host;                  /* min of host[i].next */
+    int64_t next_kick, next_posted;     /* the next host-side arrivals, cached */
     bitgen_t *exit_rng;
+    int64_t *counts;                    /* [intervals][KM_COLUMNS] of this vCPU */
+    int64_t *row;                       /* the row of the interval that ends at row_end */
+    int64_t row_end, interval_ns;
+    int stop;
 };
 
-static inline bool nmi_blocked(const struct vcpu *v) { return v->nmi_end != NEVER; }
-static inline bool irq_blocked(const struct vcpu *v) { return v->irq_end != NEVER; }
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
 /* t + gap; a gap of 2^62 ns or more means never (and cannot overflow). */
 static inline int64_t after(int64_t t, double gap)
@@ -77,7 +114,8 @@ static inline int64_t after(int64_t t, double gap)
     return gap >= 4611686018427387904.0 ? NEVER : t + (int64_t)gap;
 }
 
-static void advance(struct arrivals *a)
+/* --- sources ------------------------------------------------------------------------- */
+static inline void step(struct arrivals *a)
 {
     switch (a->dist) {
     case KM_POISSON:
@@ -91,100 +129,139 @@ static void advance(struct arrivals *a)
     }
 }
 
-static void update_next_host(struct vcpu *v)
+/* Past every arrival at or before t; how many. A periodic source jumps in one step. */
+static inline int64_t advance(struct arrivals *a, int64_t t)
 {
-    v->next_host = NEVER;
-    for (int i = 0; i < v->n_host; i++)
-        if (v->host[i].next < v->next_host)
-            v->next_host = v->host[i].next;
+    if (a->dist == KM_PERIODIC) {
+        int64_t k = (t - a->next) / a->period_ns + 1;
+        a->next += k * a->period_ns;
+        return k;
+    }
+    int64_t k = 0;
+    while (a->next <= t) {
+        step(a);
+        k++;
+    }
+    return k;
 }
 
-/* __apic_accept_irq, APIC_DM_FIXED, no APICv: set the IRR bit, KVM_REQ_EVENT. */
-static void accept_irq(struct vcpu *v, int64_t *c)
+/* The next host-side arrival that kicks the vCPU (an IPI: a VM-exit in guest mode), and the
+ * next posted interrupt (reaches a running guest without one). */
+static void update_next(struct vcpu *v)
 {
-    c[KM_IRQS_RAISED]++;
-    if (v->irq_pending)
-        c[KM_IRQS_COALESCED]++;
-    v->irq_pending = true;
-    v->requests |= BIT(KVM_REQ_EVENT);
-}
-
-/* kvm_make_request() from other CPUs, for every host-side arrival at or before t. */
-static void apply_host(struct vcpu *v, const struct km_params *p, int64_t t, int64_t *c)
-{
-    if (v->next_host > t)
-        return;
+    int64_t kick = v->pmi_nmi_at, posted = NEVER;
     for (int i = 0; i < v->n_host; i++) {
-        struct arrivals *a = &v->host[i];
-        for (; a->next <= t; advance(a)) {
-            switch (a->kind) {
-            case KM_NMI:                        /* kvm_inject_nmi */
-                v->nmi_queued++;
-                c[KM_NMIS_QUEUED]++;
-                v->requests |= BIT(KVM_REQ_NMI);
-                break;
-            case KM_IRQ:
-                accept_irq(v, c);
-                break;
-            case KM_REQUEST:
-                v->requests |= BIT(a->bit);
-                break;
-            default:                            /* request:noop */
-                v->requests |= BIT(p->noop_bits[(int)(a->rng->next_double(a->rng->state)
-                                                      * p->n_noop)]);
-            }
+        if (v->host[i].posted)
+            posted = min64(posted, v->host[i].next);
+        else
+            kick = min64(kick, v->host[i].next);
+    }
+    v->next_kick = kick;
+    v->next_posted = posted;
+}
+
+static inline int64_t next_host(const struct vcpu *v)
+{
+    return min64(v->next_kick, v->next_posted);
+}
+
+/* --- bookkeeping --------------------------------------------------------------------- */
+/* The counts row of the interval holding t; the division only when t leaves the row's. */
+static inline int64_t *row_at(struct vcpu *v, int64_t t)
+{
+    if (t >= v->row_end || t < v->row_end - v->interval_ns) {
+        int64_t i = t / v->interval_ns;
+        v->row = v->counts + i * KM_COLUMNS;
+        v->row_end = (i + 1) * v->interval_ns;
+    }
+    return v->row;
+}
+
+/* Time from t0 to t1 into column col, split at interval boundaries. */
+static void add_span(struct vcpu *v, int col, int64_t t0, int64_t t1)
+{
+    while (t0 < t1) {
+        int64_t *c = row_at(v, t0);
+        int64_t end = min64(v->row_end, t1);
+        c[col] += end - t0;
+        t0 = end;
+    }
+}
+
+static inline void add_guest_time(struct vcpu *v, int64_t t1)
+{
+    add_span(v, KM_NS_GUEST, v->guest_since, t1);
+    v->guest_since = max64(v->guest_since, t1);
+}
+
+/* kvm_vcpu_kick: kvm_vcpu_exiting_guest_mode() cmpxchg IN_GUEST -> EXITING. */
+static inline void kick(struct vcpu *v)
+{
+    if (v->mode == IN_GUEST_MODE)
+        v->mode = EXITING_GUEST_MODE;
+}
+
+/* --- arrivals from other CPUs ---------------------------------------------------------- */
+/* kvm_lapic_set_irr + KVM_REQ_EVENT + kick (vmx_deliver_interrupt without APICv); with APICv
+ * or AVIC the vector is posted (PIR) and no request is made. k arrivals at once. */
+static void accept_irq(struct vcpu *v, int64_t k, int64_t *c)
+{
+    c[KM_IRQS_RAISED] += k;
+    c[KM_IRQS_COALESCED] += k - 1 + v->irq_pending;
+    v->irq_pending = true;
+    if (!v->p->apicv) {
+        v->requests |= BIT(KVM_REQ_EVENT);
+        kick(v);
+    }
+}
+
+/* k arrivals of one host-side kind at once. */
+static void arrive(struct vcpu *v, int kind, int bit, int64_t k, int64_t *c)
+{
+    switch (kind) {
+    case KM_SRC_NMI:                            /* kvm_inject_nmi, from an NMI IPI */
+        v->nmi_queued += k;
+        c[KM_NMIS_QUEUED] += k;
+        v->nmi_credit += k;                     /* the guest's handler for it claims it */
+        v->requests |= BIT(KVM_REQ_NMI);
+        kick(v);
+        break;
+    case KM_SRC_IRQ:                            /* __apic_accept_irq, APIC_DM_FIXED */
+        accept_irq(v, k, c);
+        break;
+    case KM_SRC_TIMER:                          /* apic_timer_expired(from_timer_fn) */
+        v->timer_pending = true;
+        v->requests |= BIT(KVM_REQ_UNBLOCK);
+        kick(v);
+        break;
+    case KM_SRC_TASK_WORK:                      /* need_resched / a signal, and its IPI */
+        v->xfer = true;
+        kick(v);
+        break;
+    default:                                    /* kvm_make_request + kick */
+        v->requests |= BIT(bit);
+        kick(v);
+    }
+}
+
+static void apply_source(struct vcpu *v, struct arrivals *a, int64_t t, int64_t *c)
+{
+    const struct km_params *p = v->p;
+    while (a->next <= t) {
+        if (a->kind == KM_SRC_REQUEST_NOOP) {   /* one of the no-op requests, uniformly */
+            int bit = p->noop_bits[(int)(a->rng->next_double(a->rng->state) * p->n_noop)];
+            step(a);
+            arrive(v, KM_SRC_REQUEST, bit, 1, c);
+        } else {
+            arrive(v, a->kind, a->bit, advance(a, t), c);
         }
     }
-    update_next_host(v);
 }
 
-/* Whether the end of the guest's NMI / IRQ handler is a VM-exit (docs/model.md §7). */
-static bool nmi_end_exits(const struct vcpu *v, const struct km_params *p)
-{
-    return p->lvtpc == KM_LVTPC_NMI || !p->intel || v->nmi_window
-        || (v->irq_window && !irq_blocked(v));
-}
-
-static bool irq_end_exits(const struct vcpu *v, const struct km_params *p)
-{
-    return (v->irq_window && !nmi_blocked(v))
-        || (p->intel && p->lvtpc == KM_LVTPC_FIXED && v->lvtpc_masked);
-}
-
-/* Guest handlers whose time is up: IRET, the perf handler's LVTPC write, and the windows
- * they satisfy (handle_nmi_window, the SVM IRET intercept, handle_interrupt_window). */
-static void end_handlers(struct vcpu *v, const struct km_params *p, int64_t t, int64_t *c)
-{
-    if (v->nmi_end <= t) {
-        v->nmi_end = NEVER;
-        if (p->lvtpc == KM_LVTPC_NMI)
-            v->lvtpc_masked = false;
-        if (!p->intel) {
-            v->nmi_window = false;
-            c[KM_NMI_WINDOW_EXITS]++;
-            v->requests |= BIT(KVM_REQ_EVENT);
-        }
-    }
-    if (v->irq_end <= t) {
-        v->irq_end = NEVER;
-        if (p->lvtpc == KM_LVTPC_FIXED)
-            v->lvtpc_masked = false;
-    }
-    if (v->nmi_window && !nmi_blocked(v)) {
-        v->nmi_window = false;
-        c[KM_NMI_WINDOW_EXITS]++;
-        v->requests |= BIT(KVM_REQ_EVENT);
-    }
-    if (v->irq_window && !nmi_blocked(v) && !irq_blocked(v)) {
-        v->irq_window = false;
-        c[KM_IRQ_WINDOW_EXITS]++;
-        v->requests |= BIT(KVM_REQ_EVENT);
-    }
-}
-
-/* __kvm_perf_overflow: KVM_REQ_PMI. */
+/* __kvm_perf_overflow: set global_status and raise KVM_REQ_PMI. */
 static void perf_overflow(struct vcpu *v, int64_t *c)
 {
+    v->pmi_status = true;
     if (v->requests & BIT(KVM_REQ_PMI)) {
         c[KM_PMIS_COALESCED]++;
     } else {
@@ -193,99 +270,411 @@ static void perf_overflow(struct vcpu *v, int64_t *c)
     }
 }
 
-/* Guest-side arrivals at or before t, seen at a VM-exit. */
-static void apply_guest(struct vcpu *v, const struct km_params *p, int64_t t, int64_t *c)
+/* kvm_perf_overflow: ignored while the counter's reprogram bit is set; else
+ * __kvm_perf_overflow, then KVM_REQ_PMU. */
+static void overflow(struct vcpu *v, int64_t *c)
 {
-    end_handlers(v, p, t, c);
+    if (v->pmu_reprogram) {
+        c[KM_PMIS_COALESCED]++;
+    } else {
+        v->pmu_reprogram = true;
+        perf_overflow(v, c);
+        v->requests |= BIT(KVM_REQ_PMU);
+    }
+}
+
+/* kvm_pmu_deliver_pmi -> kvm_apic_local_deliver(APIC_LVTPC). */
+static void deliver_pmi(struct vcpu *v, int64_t *c)
+{
+    const struct km_params *p = v->p;
+    if (p->lvtpc == KM_LVTPC_MASKED || v->lvtpc_masked) {
+        c[KM_PMIS_DROPPED]++;
+        return;
+    }
+    c[KM_PMIS_DELIVERED]++;
+    if (p->lvtpc == KM_LVTPC_NMI) {             /* APIC_DM_NMI: kvm_inject_nmi */
+        v->nmi_queued++;
+        c[KM_NMIS_QUEUED]++;
+        v->requests |= BIT(KVM_REQ_NMI);
+        kick(v);
+    } else if (p->lvtpc == KM_LVTPC_FIXED) {    /* APIC_DM_FIXED */
+        accept_irq(v, 1, c);
+    } else {                                    /* APIC_DM_SMI: kvm_inject_smi */
+        v->requests |= BIT(KVM_REQ_SMI);
+        kick(v);
+    }
+    if (p->automask)                            /* a16eb25b09c0; 49ff3b4aec51: Intel only */
+        v->lvtpc_masked = true;
+}
+
+/* The host's NMIs for guest counter overflows (kvm_perf_overflow, NMI context): taken while
+ * the guest ran, or in the request path: KVM_REQ_PMI. Before 73554b29bd70, outside guest
+ * mode: irq_work (kvm_pmi_trigger_fn) delivers the PMI at once. */
+static void host_pmi(struct vcpu *v, int64_t *c, bool in_guest)
+{
+    int64_t n = v->pmi_nmi_n;
+    v->pmi_nmi_n = 0;
+    v->pmi_nmi_at = NEVER;
+    for (int64_t j = 0; j < n; j++) {
+        if (in_guest || !v->p->pmi_irq_work) {
+            overflow(v, c);
+        } else if (v->pmu_reprogram) {
+            c[KM_PMIS_COALESCED]++;
+        } else {
+            v->pmu_reprogram = true;
+            v->pmi_status = true;
+            v->requests |= BIT(KVM_REQ_PMU);
+            c[KM_PMIS_IRQ_WORK]++;
+            deliver_pmi(v, c);
+        }
+    }
+}
+
+/* Every host-side arrival at or before t; in_guest: the VM-exit at t is theirs. */
+static void apply_host(struct vcpu *v, int64_t t, int64_t *c, bool in_guest)
+{
+    if (next_host(v) > t)
+        return;
+    for (int i = 0; i < v->n_host; i++)
+        apply_source(v, &v->host[i], t, c);
+    if (v->pmi_nmi_at <= t)
+        host_pmi(v, c, in_guest);
+    update_next(v);
+}
+
+/* Posted interrupts up to t, reaching a guest that runs. */
+static void apply_posted(struct vcpu *v, int64_t t, int64_t *c)
+{
+    if (v->next_posted > t)
+        return;
+    for (int i = 0; i < v->n_host; i++)
+        if (v->host[i].posted)
+            apply_source(v, &v->host[i], t, c);
+    update_next(v);
+}
+
+/* --- the guest ------------------------------------------------------------------------- */
+/* interrupt_allowed: IF = 1 and no handler blocking interrupts. */
+static inline bool allowed(const struct vcpu *v)
+{
+    return !(v->nmi_blocked || v->irq_blocked || v->if_off);
+}
+
+/* Whether the guest's STI;HLT exits: an open interrupt window takes the VM-exit instead;
+ * AMD's Idle HLT intercept lets HLT with a pending interrupt run on. */
+static inline bool hlt_exits(const struct vcpu *v)
+{
+    if (v->irq_window && !(v->nmi_blocked || v->irq_blocked))
+        return true;
+    return !(v->p->idle_hlt && (v->irq_pending || v->vnmi_pending));
+}
+
+static inline bool event_exits(const struct vcpu *v, int kind)
+{
+    if (kind == KM_SRC_IPI_SELF)
+        return !v->p->ipiv;
+    if (kind == KM_SRC_HLT)
+        return hlt_exits(v);
+    return true;
+}
+
+static inline bool nmi_end_exits(const struct vcpu *v)
+{
+    return v->p->iret_exits || v->nmi_window
+        || (v->irq_window && !v->irq_blocked && !v->if_off);
+}
+
+static inline bool irq_end_exits(const struct vcpu *v)
+{
+    return (v->irq_window && !v->nmi_blocked && !v->if_off)
+        || (v->p->automask && v->p->lvtpc == KM_LVTPC_FIXED && v->lvtpc_masked);
+}
+
+/* The earlier of two guest events; at a tie the guest exits if either makes it. */
+static inline int64_t earlier(int64_t t, bool *exits, int64_t when, bool when_exits)
+{
+    if (when < t) {
+        *exits = when_exits;
+        return when;
+    }
+    if (when == t && when_exits)
+        *exits = true;
+    return t;
+}
+
+/* When the guest's next own event comes, and whether it is a VM-exit: not before the time
+ * the guest has reached (an event that came due while the vCPU was in the host is at once). */
+static int64_t next_guest_event(const struct vcpu *v, bool *exits)
+{
+    const struct km_params *p = v->p;
+    const int64_t e = v->guest_since;
+    int64_t t = NEVER;
+    *exits = true;
+    for (int i = 0; i < v->n_guest; i++) {
+        int64_t when = max64(v->guest[i].next, e);
+        if (v->guest[i].kind == KM_SRC_PMI && when != NEVER)
+            when += p->pmi_skid_ns;             /* the host's NMI, a skid after the overflow */
+        t = earlier(t, exits, when, event_exits(v, v->guest[i].kind));
+    }
+    t = earlier(t, exits, max64(v->guest_exit_at, e), true);
+    if (v->immediate_exit || (v->nmi_window && !v->nmi_blocked)
+        || (v->irq_window && allowed(v)))
+        t = earlier(t, exits, e, true);
+    if (v->hlt_due)
+        t = earlier(t, exits, e, hlt_exits(v));
+    if (v->nmi_blocked && v->op_next < v->op_n)
+        t = earlier(t, exits, max64(v->op_at, e), true);
+    else if (v->nmi_blocked)
+        t = earlier(t, exits, max64(v->nmi_end, e), nmi_end_exits(v));
+    if (v->irq_blocked)
+        t = earlier(t, exits, max64(v->irq_end, e), irq_end_exits(v));
+    return t;
+}
+
+/* handle_interrupt_window: the window is satisfied, KVM_REQ_EVENT. */
+static inline void irq_window_exit(struct vcpu *v, int64_t *c)
+{
+    v->irq_window = false;
+    c[KM_IRQ_WINDOW_EXITS]++;
+    v->requests |= BIT(KVM_REQ_EVENT);
+}
+
+/* Guest handlers whose time is up: IRET unblocks NMIs (SVM without vNMI intercepts it); an
+ * open window is satisfied (handle_nmi_window, handle_interrupt_window). True if one ended. */
+static bool end_handlers(struct vcpu *v, int64_t t, int64_t *c)
+{
+    const struct km_params *p = v->p;
+    bool ended = false;
+    if (v->nmi_blocked && v->nmi_end <= t && v->op_next >= v->op_n) {
+        v->nmi_blocked = false;
+        v->nmi_end = NEVER;
+        ended = true;
+        if (p->iret_exits) {
+            v->nmi_window = false;
+            c[KM_NMI_WINDOW_EXITS]++;
+            v->requests |= BIT(KVM_REQ_EVENT);
+        }
+    }
+    if (v->irq_blocked && v->irq_end <= t) {
+        v->irq_blocked = false;
+        v->irq_end = NEVER;
+        ended = true;
+        if (p->lvtpc == KM_LVTPC_FIXED)         /* the PMI handler's LVTPC write */
+            v->lvtpc_masked = false;
+    }
+    if (v->nmi_window && !v->nmi_blocked) {
+        v->nmi_window = false;
+        c[KM_NMI_WINDOW_EXITS]++;
+        v->requests |= BIT(KVM_REQ_EVENT);
+        ended = true;
+    }
+    if (v->irq_window && allowed(v)) {
+        irq_window_exit(v, c);
+        ended = true;
+    }
+    return ended;
+}
+
+/* An NMI reaches the guest: default_do_nmi. Perf's handler finds the overflow in
+ * GLOBAL_STATUS (a PMI), another claims an NMI IPI; one none claims is "unknown" (AMD perf
+ * claims those within perf_nmi_window of a PMI). */
+static void nmi_start(struct vcpu *v, int64_t t, int64_t *c)
+{
+    const struct km_params *p = v->p;
+    bool pmi = v->pmi_status, claimed = pmi;
+    v->nmi_blocked = true;
+    v->nmi_end = t + p->nmi_handler_ns;
+    v->pmi_status = false;
+    if (v->nmi_credit) {
+        v->nmi_credit--;
+        claimed = true;
+    }
+    if (!claimed && t - v->last_pmi_t < p->amd_nmi_window_ns)
+        claimed = true;
+    if (pmi)
+        v->last_pmi_t = t;
+    if (!claimed)
+        c[KM_NMIS_UNKNOWN]++;
+    /* the perf NMI handler's intercepted accesses, evenly spaced in its guest time */
+    v->op_seq = pmi ? 0 : 1;
+    v->op_next = 0;
+    v->op_n = p->pmi_ops_n[v->op_seq];
+    v->op_at = v->op_n ? t + p->nmi_handler_ns / (v->op_n + 1) : NEVER;
+}
+
+/* One access of the perf NMI handler (an exit): a write that makes KVM reprogram counters
+ * raises KVM_REQ_PMU (reprogram_counters); the LVTPC write unmasks LVTPC. */
+static void pmu_access(struct vcpu *v)
+{
+    const struct km_params *p = v->p;
+    int i = v->op_next;
+    if (p->pmi_ops_pmu[v->op_seq] >> i & 1) {
+        v->pmu_reprogram = true;
+        v->requests |= BIT(KVM_REQ_PMU);
+    }
+    if (p->pmi_ops_lvtpc[v->op_seq] == i)
+        v->lvtpc_masked = false;
+    v->op_next++;
+    v->op_at = v->op_next < v->op_n ? v->op_at + p->nmi_handler_ns / (v->op_n + 1) : NEVER;
+}
+
+/* What the CPU delivers by itself in guest mode: the NMI in V_NMI_PENDING, and a posted
+ * interrupt (APICv virtual-interrupt delivery, AVIC). */
+static void hardware_deliver(struct vcpu *v, int64_t t, int64_t *c)
+{
+    if (v->vnmi_pending && !(v->nmi_blocked || v->irq_blocked)) {
+        v->vnmi_pending = false;
+        c[KM_NMIS_INJECTED]++;
+        nmi_start(v, t, c);
+    } else if (v->p->apicv && v->irq_pending && allowed(v)) {
+        v->irq_pending = false;
+        c[KM_IRQS_INJECTED]++;
+        v->irq_blocked = true;
+        v->irq_end = t + v->p->irq_handler_ns;
+    }
+}
+
+static void guest_event(struct vcpu *v, int kind, int64_t *c)
+{
+    const struct km_params *p = v->p;
+    switch (kind) {
+    case KM_SRC_EMUL_PMI: /* kvm_pmu_trigger_event -> kvm_pmu_request_counter_reprogram */
+        v->pmu_reprogram = true;
+        v->emul_overflow = true;
+        v->requests |= BIT(KVM_REQ_PMU);
+        v->exit_slow = true;
+        break;
+    case KM_SRC_TIMER:
+        /* VMX preemption timer: handle_fastpath_preemption_timer -> apic_timer_expired.
+         * With APICv the interrupt is posted; without, lapic_timer.pending and
+         * KVM_REQ_UNBLOCK, which ends the fastpath loop. */
+        if (p->apicv) {
+            accept_irq(v, 1, c);
+        } else {
+            v->timer_pending = true;
+            v->requests |= BIT(KVM_REQ_UNBLOCK);
+        }
+        v->exit_fast = true;
+        break;
+    case KM_SRC_IPI_SELF:                       /* x2APIC ICR write to itself */
+        accept_irq(v, 1, c);
+        if (!p->ipiv) {
+            if (p->fastpath_reenter)
+                v->exit_fast = true;
+            else
+                v->exit_slow = true;
+        }
+        break;
+    case KM_SRC_HLT:
+        v->hlt_due = true;                      /* runs once the rest of this instant has */
+        v->if_off = true;
+        break;
+    default:                                    /* KM_SRC_EXIT: the guest's own exit */
+        v->exit_slow = true;
+    }
+}
+
+/* The guest's STI;HLT, due now. If anything else is handled at this exit it runs at the
+ * next guest instant; else it is this exit's: an open interrupt window takes it, else
+ * kvm_emulate_halt. */
+static void hlt(struct vcpu *v, int64_t *c)
+{
+    if (v->exit_fast || v->exit_slow)
+        return;
+    v->hlt_due = v->if_off = false;
+    if (v->irq_window && !(v->nmi_blocked || v->irq_blocked)) {
+        irq_window_exit(v, c);
+        v->exit_slow = true;
+    } else {
+        v->hlt_exit = true;
+        if (v->p->fastpath_reenter)
+            v->exit_fast = true;
+        else
+            v->exit_slow = true;
+    }
+}
+
+/* Guest-side events at or before t, at a VM-exit at t (one handler access at a time); marks
+ * the exit fast when only fastpath events make it. */
+static void apply_guest(struct vcpu *v, int64_t t, int64_t *c)
+{
+    const struct km_params *p = v->p;
+    if (v->nmi_blocked && v->op_next < v->op_n && v->op_at <= t) {
+        pmu_access(v);
+        v->exit_slow = true;
+    }
+    if (end_handlers(v, t, c))
+        v->exit_slow = true;
     for (int i = 0; i < v->n_guest; i++) {
         struct arrivals *a = &v->guest[i];
-        for (; a->next <= t; advance(a)) {
-            if (a->kind == KM_PMI) {            /* kvm_perf_overflow */
-                if (v->pmu_reprogram) {
-                    c[KM_PMIS_COALESCED]++;
-                } else {
-                    v->pmu_reprogram = true;
-                    perf_overflow(v, c);
-                    v->requests |= BIT(KVM_REQ_PMU);
+        if (a->kind == KM_SRC_PMI) {
+            for (int64_t at; (at = max64(a->next, v->entry_t)) <= t; step(a)) {
+                if (at + p->pmi_skid_ns <= t) {     /* the NMI hit the guest: exit context */
+                    overflow(v, c);
+                } else {                            /* the exit came first: NMI in flight */
+                    v->pmi_nmi_at = min64(v->pmi_nmi_at, at + p->pmi_skid_ns);
+                    v->pmi_nmi_n++;
                 }
-            } else if (a->kind == KM_EMUL_PMI) {  /* kvm_pmu_request_counter_reprogram */
-                v->pmu_reprogram = v->emul_overflow = true;
-                v->requests |= BIT(KVM_REQ_PMU);
+                v->exit_slow = true;
             }
+            continue;
         }
+        for (; a->next <= t; step(a))
+            guest_event(v, a->kind, c);
     }
+    if (v->hlt_due)
+        hlt(v, c);
+    update_next(v);
 }
 
-/* When the guest next stops running on its own after entry_t, and whether that is a
- * VM-exit (a handler ending inside the guest is not). */
-static int64_t next_guest_event(const struct vcpu *v, const struct km_params *p, bool *exits)
+/* Guest-side events at or before t that need no VM-exit (an IPI with IPIv, STI;HLT that Idle
+ * HLT lets run on), handler ends, posted interrupts; then what the CPU delivers. */
+static void apply_in_guest(struct vcpu *v, int64_t t, int64_t *c)
 {
-    int64_t t = v->guest_exit_at;
-    for (int i = 0; i < v->n_guest; i++)
-        if (v->guest[i].next < t)
-            t = v->guest[i].next;
-    if (v->immediate_exit || (v->nmi_window && !nmi_blocked(v))
-        || (v->irq_window && !nmi_blocked(v) && !irq_blocked(v)))
-        t = v->entry_t;
-    *exits = true;
-    if (nmi_blocked(v)) {
-        if (v->nmi_end < t) {
-            t = v->nmi_end;
-            *exits = nmi_end_exits(v, p);
-        } else if (v->nmi_end == t) {
-            *exits = *exits || nmi_end_exits(v, p);
-        }
+    end_handlers(v, t, c);
+    apply_posted(v, t, c);
+    for (int i = 0; i < v->n_guest; i++) {
+        struct arrivals *a = &v->guest[i];
+        if (a->kind != KM_SRC_IPI_SELF && a->kind != KM_SRC_HLT)
+            continue;
+        for (; a->next <= t; step(a))
+            if (a->kind == KM_SRC_IPI_SELF)
+                accept_irq(v, 1, c);
     }
-    if (irq_blocked(v)) {
-        if (v->irq_end < t) {
-            t = v->irq_end;
-            *exits = irq_end_exits(v, p);
-        } else if (v->irq_end == t) {
-            *exits = *exits || irq_end_exits(v, p);
-        }
-    }
-    return t > v->entry_t ? t : v->entry_t;
+    v->hlt_due = v->if_off = false;
+    hardware_deliver(v, t, c);
 }
 
-/* process_nmi: at most 2 NMIs pending, 1 if one is injected or the guest blocks NMIs. */
+/* --- handlers of vcpu_enter_guest() ------------------------------------------------------ */
+/* process_nmi: fold nmi_queued into nmi_pending, at most 2 (1 if NMIs are masked or one is
+ * injected, one fewer while V_NMI_PENDING holds one); the rest is dropped. With vNMI one
+ * goes to V_NMI_PENDING. KVM_REQ_EVENT always (before 2cb9317377ca) or if one is pending. */
 static void process_nmi(struct vcpu *v, int64_t *c)
 {
-    int64_t limit = nmi_blocked(v) || v->nmi_injected ? 1 : 2;
+    const struct km_params *p = v->p;
+    int64_t limit = v->nmi_blocked || v->nmi_injected ? 1 : 2;
+    if (v->vnmi_pending)
+        limit--;
     v->nmi_pending += v->nmi_queued;
     v->nmi_queued = 0;
     if (v->nmi_pending > limit) {
         c[KM_NMIS_DROPPED] += v->nmi_pending - limit;
         v->nmi_pending = limit;
     }
-    if (v->nmi_pending)
+    if (v->nmi_pending && p->vnmi && !v->vnmi_pending) {   /* svm_set_vnmi_pending */
+        v->vnmi_pending = true;
+        v->nmi_pending--;
+    }
+    if (v->nmi_pending || p->nmi_event_always)
         v->requests |= BIT(KVM_REQ_EVENT);
 }
 
-/* kvm_pmu_deliver_pmi -> kvm_apic_local_deliver(APIC_LVTPC); Intel masks LVTPC. */
-static void deliver_pmi(struct vcpu *v, const struct km_params *p, int64_t *c)
-{
-    if (p->lvtpc == KM_LVTPC_MASKED || v->lvtpc_masked) {
-        c[KM_PMIS_DROPPED]++;
-        return;
-    }
-    c[KM_PMIS_DELIVERED]++;
-    if (p->lvtpc == KM_LVTPC_NMI) {             /* kvm_inject_nmi */
-        v->nmi_queued++;
-        c[KM_NMIS_QUEUED]++;
-        v->requests |= BIT(KVM_REQ_NMI);
-    } else if (p->lvtpc == KM_LVTPC_FIXED) {
-        accept_irq(v, c);
-    } else {                                    /* kvm_inject_smi */
-        v->requests |= BIT(KVM_REQ_SMI);
-    }
-    if (p->intel)
-        v->lvtpc_masked = true;
-}
-
-/* kvm_check_and_inject_events: re-injection, then SMI > NMI > IRQ; -EBUSY sets
- * req_immediate_exit. */
+/* kvm_check_and_inject_events: re-injection first, then SMI > NMI > IRQ; at most one new
+ * event; -EBUSY sets req_immediate_exit. Posted interrupts are the CPU's to deliver; with
+ * vNMI no NMI window is opened. */
 static void inject_events(struct vcpu *v, int64_t *c)
 {
+    const struct km_params *p = v->p;
     bool can_inject = true;
     if (v->nmi_injected) {
         v->entry_event = ENTRY_NMI;
@@ -308,21 +697,21 @@ static void inject_events(struct vcpu *v, int64_t *c)
             v->req_immediate_exit = true;
             return;
         }
-        if (!nmi_blocked(v)) {                  /* nmi_allowed */
+        if (!v->nmi_blocked) {                  /* nmi_allowed */
             v->nmi_pending--;
             v->nmi_injected = true;
             v->entry_event = ENTRY_NMI;
             can_inject = false;
         }
-        if (v->nmi_pending)
+        if (v->nmi_pending && !p->vnmi)
             v->nmi_window = true;               /* enable_nmi_window */
     }
-    if (v->irq_pending) {
+    if (v->irq_pending && !p->apicv) {
         if (!can_inject) {
             v->req_immediate_exit = true;
             return;
         }
-        if (!nmi_blocked(v) && !irq_blocked(v)) {   /* interrupt_allowed */
+        if (allowed(v)) {                       /* interrupt_allowed */
             v->irq_pending = false;
             v->irq_injected = true;
             v->entry_event = ENTRY_IRQ;
@@ -332,7 +721,7 @@ static void inject_events(struct vcpu *v, int64_t *c)
     }
 }
 
-static void handle(struct vcpu *v, const struct km_params *p, int bit, int64_t *c)
+static void handle(struct vcpu *v, int bit, int64_t *c)
 {
     switch (bit) {
     case KVM_REQ_EVENT:
@@ -341,7 +730,7 @@ static void handle(struct vcpu *v, const struct km_params *p, int bit, int64_t *
     case KVM_REQ_NMI:
         process_nmi(v, c);
         break;
-    case KVM_REQ_PMU:                           /* kvm_pmu_handle_event */
+    case KVM_REQ_PMU:           /* kvm_pmu_handle_event: an emulated wrap overflows */
         v->pmu_reprogram = false;
         if (v->emul_overflow) {
             v->emul_overflow = false;
@@ -349,21 +738,22 @@ static void handle(struct vcpu *v, const struct km_params *p, int bit, int64_t *
         }
         break;
     case KVM_REQ_PMI:
-        deliver_pmi(v, p, c);
+        deliver_pmi(v, c);
         break;
-    case KVM_REQ_SMI:                           /* process_smi */
+    case KVM_REQ_SMI:           /* process_smi */
         v->smi_pending = true;
         v->requests |= BIT(KVM_REQ_EVENT);
         break;
     default:
-        v->requests |= p->raises[bit];
+        v->requests |= v->p->raises[bit];
     }
 }
 
-/* The pending requests as a mask of check positions >= pos. */
-static inline uint64_t pending_positions(const struct vcpu *v, const struct km_params *p,
-                                         int pos)
+/* --- one pass of vcpu_enter_guest() ------------------------------------------------------ */
+/* The pending requests as a mask over check positions >= pos. */
+static inline uint64_t pending_positions(const struct vcpu *v, int pos)
 {
+    const struct km_params *p = v->p;
     uint64_t mask = 0;
     for (uint64_t x = v->requests; x; x &= x - 1) {
         int r = p->rank[ctz(x)];
@@ -373,30 +763,97 @@ static inline uint64_t pending_positions(const struct vcpu *v, const struct km_p
     return mask;
 }
 
-/* One vcpu_enter_guest() starting at t; returns when it ends, *entered if the VM-Enter
- * completed (else it was cancelled). */
-static int64_t one_pass(struct vcpu *v, const struct km_params *p, int64_t t, int64_t *c,
-                        bool *entered)
+/* kvm_vcpu_exit_request: kicked, any request, or xfer_to_guest_mode work. */
+static inline bool exit_request(const struct vcpu *v)
 {
+    return v->requests || v->xfer || v->mode == EXITING_GUEST_MODE;
+}
+
+/* kvm_vcpu_check_block: kvm_vcpu_has_events (an interrupt IF allows, an NMI, an SMI,
+ * KVM_REQ_PMI since 73554b29bd70), KVM_REQ_UNBLOCK, the timer, a signal. */
+static inline bool runnable(const struct vcpu *v)
+{
+    uint64_t r = v->requests;
+    return (v->irq_pending && !v->if_off) || v->nmi_pending || v->vnmi_pending
+        || v->smi_pending || r & (BIT(KVM_REQ_NMI) | BIT(KVM_REQ_SMI) | BIT(KVM_REQ_UNBLOCK))
+        || (r & BIT(KVM_REQ_PMI) && !v->p->pmi_irq_work) || v->timer_pending || v->xfer;
+}
+
+/* vcpu_run() after vcpu_enter_guest() returned 1: clear KVM_REQ_UNBLOCK, inject the LAPIC
+ * timer's interrupt (kvm_inject_pending_timer_irqs), handle task work
+ * (xfer_to_guest_mode_handle_work). Returns when the next pass can start. */
+static int64_t vcpu_run_tail(struct vcpu *v, int64_t t, int64_t *c)
+{
+    v->requests &= ~BIT(KVM_REQ_UNBLOCK);
+    if (v->timer_pending) {
+        v->timer_pending = false;
+        accept_irq(v, 1, c);
+    }
+    if (v->xfer) {
+        v->xfer = false;
+        c[KM_TASK_WORK]++;
+        c[KM_NS_TASK_WORK] += v->p->cost_task_work;
+        t += v->p->cost_task_work;
+    }
+    return t;
+}
+
+/* The guest runs from t: handlers the last VM-exit interrupted resume (their times are guest
+ * time); the written event is delivered (its handler starts), then what the CPU delivers by
+ * itself; the guest's next own exit is drawn. */
+static void enter(struct vcpu *v, int64_t t, int64_t *c)
+{
+    const struct km_params *p = v->p;
+    int64_t paused = t - v->exit_t;
+    if (v->nmi_blocked) {
+        v->nmi_end += paused;
+        if (v->op_at != NEVER)
+            v->op_at += paused;
+    }
+    if (v->irq_blocked)
+        v->irq_end += paused;
+    if (v->entry_event == ENTRY_NMI) {
+        c[KM_NMIS_INJECTED]++;
+        v->nmi_injected = false;
+        nmi_start(v, t, c);
+    } else if (v->entry_event == ENTRY_IRQ) {
+        c[KM_IRQS_INJECTED]++;
+        v->irq_injected = false;
+        v->irq_blocked = true;
+        v->irq_end = t + p->irq_handler_ns;
+    }
+    v->entry_event = ENTRY_NONE;
+    hardware_deliver(v, t, c);
+    if (p->guest_exit_mean_ns > 0)
+        v->guest_exit_at = after(t, random_standard_exponential(v->exit_rng)
+                                    * p->guest_exit_mean_ns);
+    v->entry_t = v->guest_since = t;
+}
+
+/* One vcpu_enter_guest() starting at t; returns when it ends, *entered if the VM-Enter
+ * completed (else it was cancelled, and vcpu_run's tail ran). */
+static int64_t one_pass(struct vcpu *v, int64_t t, int64_t *c, bool *entered)
+{
+    const struct km_params *p = v->p;
     const int n = p->n_checks;
     const int64_t t0 = t;
     int64_t event_ns = 0;
     uint64_t raised = 0;                        /* bits this pass's handlers raised */
-    apply_host(v, p, t, c);
+    apply_host(v, t, c, false);
     v->req_immediate_exit = false;
     int pos = v->requests ? 0 : n - 1;          /* if (kvm_request_pending(vcpu)) { ... } */
     for (;;) {
-        uint64_t mask = pending_positions(v, p, pos);
+        uint64_t mask = pending_positions(v, pos);
         int r = mask ? ctz(mask) : n;
-        int64_t t_r = t + (r - pos) * p->check_ns;
-        int64_t ta = v->next_host;
+        int64_t t_r = t + (r - pos) * p->cost_check;
+        int64_t ta = next_host(v);
         if (ta <= t_r) {                        /* lands among the checks before r */
-            if (ta > t && p->check_ns) {
-                int64_t passed = (ta - t + p->check_ns - 1) / p->check_ns;
+            if (ta > t && p->cost_check) {
+                int64_t passed = (ta - t + p->cost_check - 1) / p->cost_check;
                 pos += (int)passed;
-                t += passed * p->check_ns;
+                t += passed * p->cost_check;
             }
-            apply_host(v, p, ta, c);
+            apply_host(v, t, c, false);
             continue;
         }
         if (r == n) {
@@ -406,139 +863,200 @@ static int64_t one_pass(struct vcpu *v, const struct km_params *p, int64_t t, in
         int bit = p->order[r];
         v->requests &= ~BIT(bit);               /* kvm_check_request: clear, then handle */
         c[KM_REQUESTS + bit]++;
-        int64_t cost = bit == KVM_REQ_EVENT ? p->event_ns : p->handler_ns[bit];
+        int64_t cost = p->handler_ns[bit];
         if (bit == KVM_REQ_EVENT)
             event_ns += cost;
-        t = t_r + p->check_ns + cost;
+        t = t_r + p->cost_check + cost;
         pos = r + 1;
         uint64_t before = v->requests;
-        handle(v, p, bit, c);
+        handle(v, bit, c);
         raised = (raised & ~BIT(bit)) | (v->requests & ~before);
     }
     c[KM_NS_REQUESTS] += t - t0 - event_ns;
     c[KM_NS_EVENT] += event_ns;
-    t += p->state_load_ns;                      /* kvm_mmu_reload .. IN_GUEST_MODE */
-    c[KM_NS_STATE_LOAD] += p->state_load_ns;
-    apply_host(v, p, t, c);
+    t += p->cost_state_load;                    /* kvm_mmu_reload .. IN_GUEST_MODE */
+    c[KM_NS_STATE_LOAD] += p->cost_state_load;
+    v->mode = IN_GUEST_MODE;
+    apply_host(v, t, c, false);
     c[KM_VMENTER_ATTEMPTS]++;
-    if (v->requests) {                          /* kvm_vcpu_exit_request: cancel_injection */
+    if (exit_request(v)) {                      /* kvm_vcpu_exit_request: cancel_injection */
+        v->mode = OUTSIDE_GUEST_MODE;
         c[KM_CANCELED_VMENTERS]++;
+        if (!v->requests)
+            c[KM_CANCELS_TASK_WORK]++;
         for (uint64_t x = v->requests; x; x &= x - 1) {
             int b = ctz(x);
             c[(raised & BIT(b) ? KM_CANCELS_BACKEDGE : KM_CANCELS_ASYNC) + b]++;
         }
-        t += p->cancel_ns;
-        c[KM_NS_CANCEL] += p->cancel_ns;
+        t += p->cost_cancel;
+        c[KM_NS_CANCEL] += p->cost_cancel;
         /* vmx_cancel_injection -> __vmx_complete_interrupts: back to "injected", EVENT */
         if (v->entry_event != ENTRY_NONE || v->req_immediate_exit)
             v->requests |= BIT(KVM_REQ_EVENT);
         v->entry_event = ENTRY_NONE;
         *entered = false;
-        return t;
+        return vcpu_run_tail(v, t, c);
     }
     if (v->req_immediate_exit)                  /* after the late check: no cancel */
         v->requests |= BIT(KVM_REQ_EVENT);
     v->immediate_exit = v->req_immediate_exit;
-    t += p->vmenter_ns;
-    c[KM_NS_VMENTER] += p->vmenter_ns;
+    t += p->cost_vmenter;
+    c[KM_NS_VMENTER] += p->cost_vmenter;
     c[KM_VMENTERS]++;
-    if (v->entry_event == ENTRY_NMI) {          /* delivered: the guest's handler runs */
-        c[KM_NMIS_INJECTED]++;
-        v->nmi_injected = false;
-        v->nmi_end = t + p->nmi_handler_ns;
-    } else if (v->entry_event == ENTRY_IRQ) {
-        c[KM_IRQS_INJECTED]++;
-        v->irq_injected = false;
-        v->irq_end = t + p->irq_handler_ns;
-    }
-    v->entry_event = ENTRY_NONE;
-    if (p->guest_exit_mean_ns > 0)
-        v->guest_exit_at = after(t, random_standard_exponential(v->exit_rng)
-                                    * p->guest_exit_mean_ns);
-    v->entry_t = v->guest_since = t;
+    enter(v, t, c);
     *entered = true;
     return t;
 }
 
-/* A VM-exit at t; returns when the first vcpu_enter_guest() pass starts. */
-static int64_t vm_exit(struct vcpu *v, const struct km_params *p, int64_t t, int64_t *c)
+/* A VM-exit at t and its handling; *t_io becomes when that ends. */
+static enum outcome vm_exit(struct vcpu *v, int64_t *t_io, int64_t *c)
 {
+    const struct km_params *p = v->p;
+    int64_t t = *t_io;
+    /* a kick, or req_immediate_exit, makes this exit a full one */
+    v->exit_fast = false;
+    v->exit_slow = v->mode == EXITING_GUEST_MODE || v->next_kick <= t || v->immediate_exit;
+    v->exit_t = t;
+    v->mode = OUTSIDE_GUEST_MODE;
     c[KM_VMEXITS]++;
     if (v->immediate_exit) {
         c[KM_IMMEDIATE_EXITS]++;
         v->immediate_exit = false;
     }
-    apply_guest(v, p, t, c);
-    apply_host(v, p, t, c);
-    c[KM_NS_VMEXIT] += p->vmexit_ns;
-    return t + p->vmexit_ns;
-}
-
-/* The counts row of the interval that holds time t. A vCPU's time only moves forward, so
- * the row moves forward with it: no division per event. */
-struct rows {
-    int64_t *row;
-    int64_t end;                        /* where the row's interval ends */
-    int64_t interval_ns;
-};
-
-static inline int64_t *row_at(struct rows *r, int64_t t)
-{
-    while (t >= r->end) {
-        r->row += KM_COLUMNS;
-        r->end += r->interval_ns;
+    apply_guest(v, t, c);
+    apply_host(v, t, c, true);
+    c[KM_NS_VMEXIT] += p->cost_vmexit;
+    t += p->cost_vmexit;
+    bool halt = v->hlt_exit;
+    if (halt) {                                 /* kvm_emulate_halt */
+        v->hlt_exit = false;
+        c[KM_HALT_EXITS]++;
     }
-    return r->row;
-}
-
-static void add_guest_time(struct vcpu *v, int64_t t1, struct rows *rows)
-{
-    for (int64_t t0 = v->guest_since; t0 < t1;) {
-        int64_t *c = row_at(rows, t0);
-        int64_t end = rows->end < t1 ? rows->end : t1;
-        c[KM_NS_GUEST] += end - t0;
-        t0 = end;
+    if (v->exit_fast && !v->exit_slow && (!halt || runnable(v)) && !exit_request(v)) {
+        /* EXIT_FASTPATH_REENTER_GUEST: back in without a pass */
+        c[KM_FASTPATH_EXITS]++;
+        c[KM_VMENTER_ATTEMPTS]++;
+        c[KM_VMENTERS]++;
+        c[KM_NS_VMENTER] += p->cost_vmenter;
+        t += p->cost_vmenter;
+        v->mode = IN_GUEST_MODE;
+        enter(v, t, c);
+        *t_io = t;
+        return REENTERED;
     }
-    if (t1 > v->guest_since)
-        v->guest_since = t1;
+    *t_io = t = vcpu_run_tail(v, t, c);
+    if (halt && !runnable(v))                   /* vcpu_block -> kvm_vcpu_halt */
+        return HALTED;
+    return PASS;
 }
 
-/* KVM_RUN until `until`: passes of vcpu_run() until a VM-Enter completes, guest time until
- * the next VM-exit (a kick from another CPU, or the guest's own), and so on. */
-static void vcpu_run(struct vcpu *v, const struct km_params *p, int64_t until,
-                     struct rows *rows)
+/* Passes of vcpu_run's loop from pass_at until a VM-Enter completes (true), or until
+ * `until` comes first, as it does while every entry keeps being cancelled (false). */
+static bool passes(struct vcpu *v, int64_t *until)
 {
-    int64_t pass_at = 0;
+    int64_t t = v->pass_at;
+    bool entered;
+    while (t < *until) {
+        t = one_pass(v, t, row_at(v, t), &entered);
+        if (entered) {
+            v->in_host = false;
+            return true;
+        }
+        if (v->requests & v->p->unconsumable) {
+            v->stop = KM_UNCONSUMABLE;
+            *until = t;
+        }
+    }
+    v->pass_at = t;
+    return false;
+}
+
+/* A guest timer on the VMX preemption timer: while blocked, a host hrtimer. */
+static inline int64_t next_hv_timer(const struct vcpu *v)
+{
+    int64_t t = NEVER;
+    for (int i = 0; i < v->n_guest; i++)
+        if (v->guest[i].kind == KM_SRC_TIMER)
+            t = min64(t, v->guest[i].next);
+    return t;
+}
+
+/* Blocked in kvm_vcpu_block(): host arrivals may wake it. False when `until` comes first;
+ * true once it is runnable again (the next pass is then due at pass_at). */
+static bool blocked(struct vcpu *v, int64_t until)
+{
     for (;;) {
-        bool entered = false;
-        while (!entered && pass_at < until)
-            pass_at = one_pass(v, p, pass_at, row_at(rows, pass_at), &entered);
-        if (!entered)
-            return;                             /* every entry cancelled up to until */
+        int64_t t = min64(next_host(v), next_hv_timer(v));
+        if (t >= until) {
+            add_span(v, KM_NS_HALTED, v->halt_since, until);
+            v->halt_since = max64(v->halt_since, until);
+            return false;
+        }
+        add_span(v, KM_NS_HALTED, v->halt_since, t);
+        v->halt_since = t;
+        int64_t *c = row_at(v, t);
+        apply_host(v, t, c, false);
+        for (int i = 0; i < v->n_guest; i++) {   /* kvm_lapic_switch_to_sw_timer */
+            struct arrivals *a = &v->guest[i];
+            if (a->kind == KM_SRC_TIMER && a->next <= t) {
+                advance(a, t);
+                arrive(v, KM_SRC_TIMER, 0, 1, c);
+            }
+        }
+        if (runnable(v)) {
+            v->halted = false;
+            v->pass_at = vcpu_run_tail(v, t, c);
+            v->in_host = true;
+            return true;
+        }
+    }
+}
+
+/* KVM_RUN from where the vCPU stands (now) until `until`; a run can go on from there. */
+static void vcpu_run(struct vcpu *v, int64_t until)
+{
+    if (until <= v->now)                        /* stopped past it by an earlier run */
+        return;
+    for (;;) {
+        if (v->in_host && !passes(v, &until))
+            break;
+        if (v->halted) {
+            if (!blocked(v, until))
+                break;
+            continue;
+        }
+        int64_t tk = v->next_kick;              /* a kick: IPI -> VM-exit */
+        if (v->mode == EXITING_GUEST_MODE)
+            tk = min64(tk, v->now);             /* kicked between runs */
+        tk = max64(tk, v->guest_since);
+        int64_t tp = max64(v->next_posted, v->guest_since);
         bool exits;
-        int64_t t;
-        for (;;) {
-            int64_t ta = v->next_host > v->entry_t ? v->next_host : v->entry_t;
-            int64_t tg = next_guest_event(v, p, &exits);
-            t = ta < tg ? ta : tg;
-            if (t >= until) {
-                add_guest_time(v, until, rows);
-                return;
-            }
-            if (t == tg && !exits && ta > tg) {  /* a handler ends inside the guest */
-                end_handlers(v, p, t, row_at(rows, t));
-                continue;
-            }
+        int64_t tg = next_guest_event(v, &exits);
+        int64_t t = min64(min64(tk, tp), tg);
+        if (t >= until) {
+            add_guest_time(v, until);
             break;
         }
-        add_guest_time(v, t, rows);
-        pass_at = vm_exit(v, p, t, row_at(rows, t));
+        add_guest_time(v, t);
+        if (t == tk || (t == tg && exits)) {
+            enum outcome out = vm_exit(v, &t, row_at(v, t));
+            if (out == PASS) {
+                v->pass_at = t;
+                v->in_host = true;
+            } else if (out == HALTED) {
+                v->halted = true;
+                v->halt_since = t;
+            }
+        } else {
+            apply_in_guest(v, t, row_at(v, t));
+        }
     }
+    v->now = until;
 }
 
-static void init_arrivals(struct arrivals *a, const struct km_source *s)
+static void init_arrivals(struct arrivals *a, const struct km_source *s, bool posted)
 {
-    *a = (struct arrivals){.kind = s->kind, .dist = s->dist, .bit = s->bit,
+    *a = (struct arrivals){.kind = s->kind, .dist = s->dist, .bit = s->bit, .posted = posted,
                            .mean_ns = s->mean_ns, .period_ns = s->period_ns,
                            .times = s->times, .n_times = s->n_times, .rng = s->rng};
     if (s->dist == KM_POISSON)
@@ -550,29 +1068,52 @@ static void init_arrivals(struct arrivals *a, const struct km_source *s)
 }
 
 int km_simulate(const struct km_params *p, int32_t n_vcpus, bitgen_t *const *exit_rngs,
-                const struct km_source *sources, int32_t n_sources, int64_t until_ns,
-                int64_t interval_ns, int64_t *counts, int64_t *nmis_outstanding)
+                const struct km_source *sources, int32_t n_sources, const int64_t *ends,
+                int32_t n_ends, int64_t interval_ns, int64_t *counts,
+                int64_t *nmis_outstanding)
 {
+    int64_t until_ns = ends[n_ends - 1];
     struct arrivals *arrivals = malloc(((size_t)n_sources + 1) * sizeof *arrivals);
     if (!arrivals)
         return -1;
     int64_t intervals = (until_ns + interval_ns - 1) / interval_ns;
-    for (int i = 0; i < n_vcpus; i++) {
+    int stop = KM_DONE;
+    for (int i = 0; i < n_vcpus && stop == KM_DONE; i++) {
+        struct vcpu v = {
+            .p = p, .mode = OUTSIDE_GUEST_MODE, .entry_event = ENTRY_NONE,
+            .pmi_nmi_at = NEVER, .last_pmi_t = NO_PMI_YET, .nmi_end = NEVER, .irq_end = NEVER,
+            .op_at = NEVER, .in_host = true, .guest_exit_at = NEVER, .exit_rng = exit_rngs[i],
+            .counts = counts + i * intervals * KM_COLUMNS, .interval_ns = interval_ns,
+            .host = arrivals, .stop = KM_DONE,
+        };
         /* this vCPU's sources: host-side first, then guest-side, each in plan order */
-        struct vcpu v = {.nmi_end = NEVER, .irq_end = NEVER, .guest_exit_at = NEVER,
-                         .exit_rng = exit_rngs[i], .host = arrivals};
         for (int j = 0; j < n_sources; j++)
-            if (sources[j].vcpu == i && sources[j].kind >= KM_NMI)
-                init_arrivals(&v.host[v.n_host++], &sources[j]);
+            if (sources[j].vcpu == i && !sources[j].guest)
+                init_arrivals(&v.host[v.n_host++], &sources[j],
+                              sources[j].kind == KM_SRC_IRQ && p->apicv);
         v.guest = v.host + v.n_host;
         for (int j = 0; j < n_sources; j++)
-            if (sources[j].vcpu == i && sources[j].kind < KM_NMI)
-                init_arrivals(&v.guest[v.n_guest++], &sources[j]);
-        update_next_host(&v);
-        struct rows rows = {counts + i * intervals * KM_COLUMNS, interval_ns, interval_ns};
-        vcpu_run(&v, p, until_ns, &rows);
-        nmis_outstanding[i] = v.nmi_queued + v.nmi_pending + v.nmi_injected;
+            if (sources[j].vcpu == i && sources[j].guest)
+                init_arrivals(&v.guest[v.n_guest++], &sources[j], false);
+        update_next(&v);
+        for (int k = 0; k < n_ends && v.stop == KM_DONE; k++)
+            vcpu_run(&v, ends[k]);
+        nmis_outstanding[i] = v.nmi_queued + v.nmi_pending + v.nmi_injected + v.vnmi_pending;
+        stop = v.stop;
     }
     free(arrivals);
-    return 0;
+    return stop;
 }
+
+/* The layout of struct km_params, for the caller's ctypes mirror to check. */
+#define OFF(f) ((int64_t)offsetof(struct km_params, f))
+const int64_t km_params_size = sizeof(struct km_params);
+const int64_t km_param_offsets[] = {
+    OFF(n_checks), OFF(order), OFF(rank), OFF(handler_ns), OFF(raises), OFF(unconsumable),
+    OFF(n_noop), OFF(noop_bits), OFF(cost_vmexit), OFF(cost_vmenter), OFF(cost_check),
+    OFF(cost_state_load), OFF(cost_cancel), OFF(cost_task_work), OFF(lvtpc), OFF(automask),
+    OFF(pmi_irq_work), OFF(nmi_event_always), OFF(apicv), OFF(ipiv), OFF(vnmi),
+    OFF(iret_exits), OFF(idle_hlt), OFF(fastpath_reenter), OFF(pmi_ops_n), OFF(pmi_ops_pmu),
+    OFF(pmi_ops_lvtpc), OFF(amd_nmi_window_ns), OFF(pmi_skid_ns), OFF(nmi_handler_ns),
+    OFF(irq_handler_ns), OFF(guest_exit_mean_ns),
+};
