@@ -1,56 +1,14 @@
-# The C-level state of the Cython engine, published for other Cython extensions:
-#   from kvmsim._core cimport Engine, ks_vcpu, ks_make_request, ks_kick, ...
-#   from kvmsim._spec cimport ks_params, C_CANCELED_VMENTERS, BIT_NMI, ...
-# Request-bit operations follow include/linux/kvm_host.h (docs/model.md, "Request bits").
+# kvmsim's C API (docs/embedding.md), for other Cython extensions:
+#   from kvmsim._core cimport Engine, ks_engine, ks_post, ks_inject, ks_run, ...
+#   from kvmsim._spec cimport C_CANCELED_VMENTERS, BIT_NMI, SRC_NMI, KS_ABI_VERSION, ...
+# and, through Engine.capsule (a ks_api), for C and ctypes callers. Every ks_* function
+# below takes the engine's lock: safe from any thread, and from a trace hook during a run.
+# The structs after them are the engine's state, to read; change it only through them.
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint64_t
 from numpy.random cimport bitgen_t
 
 from kvmsim._spec cimport ks_params
-
-cdef extern from *:
-    """
-    #include <stdint.h>
-    /* __kvm_make_request: smp_wmb() then set_bit() -> a release RMW. */
-    static inline void ks_make_requests(uint64_t *requests, uint64_t mask) {
-        __atomic_fetch_or(requests, mask, __ATOMIC_RELEASE);
-    }
-    /* Bits outside the u64 are refused (returns 0), as BUILD_BUG_ON refuses them in KVM. */
-    static inline int ks_make_request(uint64_t *requests, int bit) {
-        if (bit < 0 || bit > 63)
-            return 0;
-        ks_make_requests(requests, (uint64_t)1 << bit);
-        return 1;
-    }
-    /* kvm_test_request: test_bit, no atomic RMW. */
-    static inline int ks_test_request(const uint64_t *requests, int bit) {
-        return (int)((__atomic_load_n(requests, __ATOMIC_RELAXED) >> (bit & 63)) & 1);
-    }
-    /* kvm_check_request: test, and only when set clear_bit + smp_mb__after_atomic(), so a
-       clear bit costs no atomic operation. */
-    static inline int ks_check_request(uint64_t *requests, int bit) {
-        if (!ks_test_request(requests, bit))
-            return 0;
-        __atomic_fetch_and(requests, ~((uint64_t)1 << (bit & 63)), __ATOMIC_SEQ_CST);
-        return 1;
-    }
-    /* kvm_request_pending: READ_ONCE(vcpu->requests) != 0. */
-    static inline int ks_request_pending(const uint64_t *requests) {
-        return __atomic_load_n(requests, __ATOMIC_RELAXED) != 0;
-    }
-    /* kvm_arch_vcpu_should_kick: cmpxchg(mode, IN_GUEST_MODE, EXITING_GUEST_MODE). */
-    static inline int ks_kick(int32_t *mode) {
-        int32_t expected = 1;
-        return __atomic_compare_exchange_n(mode, &expected, 2, 0, __ATOMIC_SEQ_CST,
-                                           __ATOMIC_SEQ_CST);
-    }
-    """
-    void ks_make_requests(uint64_t *requests, uint64_t mask) noexcept nogil
-    int ks_make_request(uint64_t *requests, int bit) noexcept nogil
-    int ks_test_request(const uint64_t *requests, int bit) noexcept nogil
-    int ks_check_request(uint64_t *requests, int bit) noexcept nogil
-    int ks_request_pending(const uint64_t *requests) noexcept nogil
-    int ks_kick(int32_t *mode) noexcept nogil
 
 # hook(ctx, t_ns, vcpu, event, a, b) for each kvmsim._spec.TraceEvent (T_* codes).
 ctypedef void (*ks_hook)(void *ctx, int64_t t, int32_t vcpu, int32_t event, int64_t a,
@@ -159,13 +117,63 @@ ctypedef struct ks_vcpu:
     void *hook_ctx
     ks_ctx *ctx
 
-# Advance one vCPU to `until` (ns), adding into v.counts. Between runs another thread
-# may post requests with ks_make_request() and kick the vCPU with ks_kick(&v.mode): a kicked
-# vCPU in guest mode exits at `now`, as an IPI makes it.
-cdef void ks_vcpu_run(ks_vcpu *v, const ks_params *p, int64_t until) noexcept nogil
+# A lock a thread may take again while it holds it (a trace hook posting during a run).
+ctypedef struct ks_rlock:
+    void *lock            # PyThread_type_lock
+    unsigned long owner   # the thread that holds it (PyThread_get_thread_ident), or 0
+    int32_t depth
 
-# The engine behind kvmsim.Simulation (sim.engine); vcpus[i] is vCPU i's state.
+# One simulated VM: what every ks_* function takes.
+ctypedef struct ks_engine:
+    ks_params *params
+    ks_vcpu *vcpus        # vcpus[i] is vCPU i
+    int32_t n_vcpus
+    ks_ctx *ctx
+    ks_rlock lock
+
+# The C API. Times are simulated ns; each returns -1 (0 for ks_requests) on a bad argument.
+# kvm_make_request(bit) from another CPU at the vCPU's `now`, and kvm_vcpu_kick if kick:
+# returns whether a kick was sent (the vCPU was in guest mode).
+cdef int ks_post(ks_engine *e, int32_t vcpu, int32_t bit, int32_t and_kick) noexcept nogil
+# `count` NMIs (SRC_NMI: kvm_inject_nmi), fixed IRQs (SRC_IRQ: kvm_apic_set_irq) or guest
+# counter overflows taken by the host (SRC_PMI: kvm_perf_overflow) at the vCPU's `now`, each
+# with the kernel's kick: returns whether the vCPU was kicked.
+cdef int ks_inject(ks_engine *e, int32_t vcpu, int32_t kind, int64_t count) noexcept nogil
+# When the vCPU next does something of its own (an exit, a pass, a wake-up), >= its `now`;
+# NEVER when nothing is due. Run past it (ks_run to it + 1) to see it happen.
+cdef int64_t ks_next_event(ks_engine *e, int32_t vcpu) noexcept nogil
+# Run every vCPU to `until`, adding into counts[vcpu][interval - first][C_COLUMNS] (ints of
+# one run are params.interval_ns long; n_intervals of them from `first`); returns a STOP_*
+# code. Between two runs, posts and injections land at each vCPU's `now`.
+cdef int ks_run(ks_engine *e, int64_t until, int64_t *counts, int64_t first,
+                int64_t n_intervals) noexcept nogil
+cdef int ks_mode(ks_engine *e, int32_t vcpu) noexcept nogil          # vcpu->mode
+cdef uint64_t ks_requests(ks_engine *e, int32_t vcpu) noexcept nogil # vcpu->requests
+cdef int64_t ks_now(ks_engine *e, int32_t vcpu) noexcept nogil       # simulated ns reached
+# Call hook(ctx, t, vcpu, event, a, b) for every _spec.TraceEvent (NULL: none). Set it
+# between runs; with none the loop pays nothing for it.
+cdef int ks_set_hook(ks_engine *e, ks_hook hook, void *ctx) noexcept nogil
+
+# The capsule's contents ("kvmsim.ks_api"): the engine and the C API as pointers.
+ctypedef struct ks_api:
+    int32_t abi_version   # KS_ABI_VERSION
+    int32_t n_vcpus
+    int32_t n_columns     # C_COLUMNS
+    int64_t interval_ns
+    ks_engine *engine
+    int (*post)(ks_engine *, int32_t, int32_t, int32_t) noexcept nogil
+    int (*inject)(ks_engine *, int32_t, int32_t, int64_t) noexcept nogil
+    int64_t (*next_event)(ks_engine *, int32_t) noexcept nogil
+    int (*run)(ks_engine *, int64_t, int64_t *, int64_t, int64_t) noexcept nogil
+    int (*mode)(ks_engine *, int32_t) noexcept nogil
+    uint64_t (*requests)(ks_engine *, int32_t) noexcept nogil
+    int64_t (*now)(ks_engine *, int32_t) noexcept nogil
+    int (*set_hook)(ks_engine *, ks_hook, void *) noexcept nogil
+
+# The engine behind kvmsim.Simulation (sim.engine): `c` is its ks_engine.
 cdef class Engine:
+    cdef ks_engine c
+    cdef ks_api api
     cdef ks_params params
     cdef ks_vcpu *vcpus
     cdef ks_source *sources

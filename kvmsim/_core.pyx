@@ -7,7 +7,7 @@ codes, bits and counter columns come from _spec.pxd, generated from kvmsim/_spec
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.exc cimport PyErr_CheckSignals
-from cpython.pycapsule cimport PyCapsule_GetPointer
+from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_New
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memcpy
@@ -23,6 +23,16 @@ from ._plan import bit_generator
 
 cdef extern from *:
     int ctz "__builtin_ctzll"(unsigned long long) noexcept nogil
+    unsigned long atomic_load "__atomic_load_n"(unsigned long *, int) noexcept nogil
+    void atomic_store "__atomic_store_n"(unsigned long *, unsigned long, int) noexcept nogil
+    int RELAXED "__ATOMIC_RELAXED"
+
+cdef extern from "pythread.h":
+    void *PyThread_allocate_lock()
+    void PyThread_free_lock(void *)
+    int PyThread_acquire_lock(void *, int) noexcept nogil
+    void PyThread_release_lock(void *) noexcept nogil
+    unsigned long PyThread_get_thread_ident() noexcept nogil
 
 # --- sources ------------------------------------------------------------------------------
 cdef inline int64_t after(int64_t t, double gap) noexcept nogil:
@@ -152,9 +162,8 @@ cdef inline void add_guest_time(ks_vcpu *v, const ks_params *p, int64_t t1) noex
     if t1 > v.guest_since:
         v.guest_since = t1
 
-# The vCPU's own requests: its thread, or another with the engine's lock held between runs
-# (Engine.make_request), is the only writer during a run, so plain bit operations suffice;
-# ks_make_request and friends (_core.pxd) are the atomic forms for code outside the engine.
+# The vCPU's own requests: the engine's lock (ks_engine.lock) makes the thread that runs it
+# the only one to touch them during a run, so plain bit operations suffice.
 cdef inline void make_request(ks_vcpu *v, int bit) noexcept nogil:
     v.requests |= (<uint64_t>1) << bit
 
@@ -1110,7 +1119,7 @@ cdef inline void run_vcpu(ks_vcpu *v, const ks_params *p, int64_t until,
             continue
         tk = v.next_kick                # a kick in guest mode: IPI -> VM-exit
         if v.mode == EXITING_GUEST_MODE and v.now < tk:
-            tk = v.now                  # kicked between runs (ks_kick)
+            tk = v.now                  # kicked between runs (ks_post)
         tk = max64(tk, v.guest_since)
         tp = max64(v.next_posted, v.guest_since)
         tg = next_guest_event(v, p, &exits)
@@ -1167,6 +1176,151 @@ cdef void run_coupled(ks_vcpu *vcpus, int n, const ks_params *p, ks_ctx *ctx,
             done = done and vcpus[i].now >= until
         if done:
             return
+
+
+# --- the C API (_core.pxd) ---------------------------------------------------------------------
+cdef void lock(ks_rlock *l) noexcept nogil:
+    # A thread that holds it takes it again (a trace hook that posts during a run).
+    cdef unsigned long me = PyThread_get_thread_ident()
+    if atomic_load(&l.owner, RELAXED) == me:
+        l.depth += 1
+        return
+    PyThread_acquire_lock(l.lock, 1)
+    atomic_store(&l.owner, me, RELAXED)
+    l.depth = 1
+
+cdef void unlock(ks_rlock *l) noexcept nogil:
+    l.depth -= 1
+    if l.depth == 0:
+        atomic_store(&l.owner, 0, RELAXED)
+        PyThread_release_lock(l.lock)
+
+cdef inline bint bad_vcpu(ks_engine *e, int32_t vcpu) noexcept nogil:
+    return vcpu < 0 or vcpu >= e.n_vcpus
+
+cdef int ks_post(ks_engine *e, int32_t vcpu, int32_t bit, int32_t and_kick) noexcept nogil:
+    cdef int kicked = 0
+    if bad_vcpu(e, vcpu) or bit < 0 or bit >= N_BITS:
+        return -1
+    lock(&e.lock)
+    make_request(&e.vcpus[vcpu], bit)       # kvm_make_request
+    if and_kick:
+        kicked = kick(&e.vcpus[vcpu])       # kvm_vcpu_kick
+    unlock(&e.lock)
+    return kicked
+
+cdef int ks_inject(ks_engine *e, int32_t vcpu, int32_t kind, int64_t count) noexcept nogil:
+    cdef ks_vcpu *v
+    cdef int kicked
+    if bad_vcpu(e, vcpu) or count < 1 or not (kind == SRC_NMI or kind == SRC_IRQ
+                                              or kind == SRC_PMI):
+        return -1
+    lock(&e.lock)
+    v = &e.vcpus[vcpu]
+    if kind == SRC_NMI:                     # kvm_inject_nmi + kick
+        v.ext_nmi += count
+        v.ext_nmi_at = min64(v.ext_nmi_at, v.now)
+    elif kind == SRC_IRQ:                   # kvm_apic_set_irq: posted, or IRR + kick
+        v.ext_irq += count
+        v.ext_irq_at = min64(v.ext_irq_at, v.now)
+    else:                                   # kvm_perf_overflow: the host's NMI
+        v.pmi_nmi_n += count
+        v.pmi_nmi_at = min64(v.pmi_nmi_at, v.now)
+    update_next(v, e.params)
+    kicked = 0 if kind == SRC_IRQ and e.params.apicv else kick(v)
+    unlock(&e.lock)
+    return kicked
+
+cdef int64_t next_event(const ks_vcpu *v, const ks_params *p) noexcept nogil:
+    cdef bint exits
+    cdef int64_t tk
+    if v.in_host:
+        return max64(v.pass_at, v.now)
+    if v.halted:
+        if not v.halt_checked:
+            return max64(v.halt_since, v.now)
+        return max64(max64(min64(next_host(v), next_hv_timer(v)), v.halt_since), v.now)
+    tk = v.next_kick
+    if v.mode == EXITING_GUEST_MODE:
+        tk = v.now
+    return max64(min64(min64(tk, v.next_posted), next_guest_event(v, p, &exits)),
+                 max64(v.guest_since, v.now))
+
+cdef int64_t ks_next_event(ks_engine *e, int32_t vcpu) noexcept nogil:
+    cdef int64_t t
+    if bad_vcpu(e, vcpu):
+        return -1
+    lock(&e.lock)
+    t = next_event(&e.vcpus[vcpu], e.params)
+    unlock(&e.lock)
+    return t
+
+cdef int run_locked(ks_engine *e, int64_t until, int64_t *counts, int64_t first,
+                    int64_t n_intervals) noexcept nogil:
+    # With the lock held: every vCPU to `until`, into counts[vcpu][interval - first][...].
+    cdef int i
+    if until > 0 and (until - 1) // e.params.interval_ns - first >= n_intervals:
+        return -1
+    e.ctx.stop = STOP_DONE
+    for i in range(e.n_vcpus):
+        e.vcpus[i].counts = counts + i * n_intervals * C_COLUMNS
+        e.vcpus[i].first = first
+        e.vcpus[i].row_end = 0              # the window moved: find rows anew
+    if e.params.coupled:
+        run_coupled(e.vcpus, e.n_vcpus, e.params, e.ctx, until)
+    else:
+        for i in range(e.n_vcpus):
+            ks_vcpu_run(&e.vcpus[i], e.params, until)
+            if e.ctx.stop != STOP_DONE:
+                break
+    return e.ctx.stop
+
+cdef int ks_run(ks_engine *e, int64_t until, int64_t *counts, int64_t first,
+                int64_t n_intervals) noexcept nogil:
+    cdef int stop
+    if counts == NULL or first < 0 or n_intervals < 1:
+        return -1
+    lock(&e.lock)
+    e.ctx.poll = NULL
+    stop = run_locked(e, until, counts, first, n_intervals)
+    unlock(&e.lock)
+    return stop
+
+cdef int ks_mode(ks_engine *e, int32_t vcpu) noexcept nogil:
+    cdef int mode
+    if bad_vcpu(e, vcpu):
+        return -1
+    lock(&e.lock)
+    mode = e.vcpus[vcpu].mode
+    unlock(&e.lock)
+    return mode
+
+cdef uint64_t ks_requests(ks_engine *e, int32_t vcpu) noexcept nogil:
+    cdef uint64_t requests
+    if bad_vcpu(e, vcpu):
+        return 0
+    lock(&e.lock)
+    requests = e.vcpus[vcpu].requests
+    unlock(&e.lock)
+    return requests
+
+cdef int64_t ks_now(ks_engine *e, int32_t vcpu) noexcept nogil:
+    cdef int64_t now
+    if bad_vcpu(e, vcpu):
+        return -1
+    lock(&e.lock)
+    now = e.vcpus[vcpu].now
+    unlock(&e.lock)
+    return now
+
+cdef int ks_set_hook(ks_engine *e, ks_hook hook, void *ctx) noexcept nogil:
+    cdef int i
+    lock(&e.lock)
+    for i in range(e.n_vcpus):
+        e.vcpus[i].hook = hook
+        e.vcpus[i].hook_ctx = ctx
+    unlock(&e.lock)
+    return 0
 
 
 # --- Python side --------------------------------------------------------------------------
@@ -1249,6 +1403,17 @@ cdef class Engine:
             raise MemoryError()
         self.ctx.vcpus = self.vcpus
         self.ctx.n_vcpus = plan.vcpus
+        self.c.params, self.c.vcpus, self.c.n_vcpus = &self.params, self.vcpus, plan.vcpus
+        self.c.ctx = &self.ctx
+        self.c.lock.lock = PyThread_allocate_lock()
+        if self.c.lock.lock == NULL:
+            raise MemoryError()
+        self.api.abi_version, self.api.n_vcpus = KS_ABI_VERSION, plan.vcpus
+        self.api.n_columns, self.api.interval_ns = C_COLUMNS, self.params.interval_ns
+        self.api.engine = &self.c
+        self.api.post, self.api.inject, self.api.next_event = ks_post, ks_inject, ks_next_event
+        self.api.run, self.api.mode, self.api.requests = ks_run, ks_mode, ks_requests
+        self.api.now, self.api.set_hook = ks_now, ks_set_hook
         # Sources grouped per vCPU: host-side first, then guest-side, in plan order.
         by_vcpu = [[] for _ in range(plan.vcpus)]
         for sp in plan.sources:
@@ -1293,6 +1458,8 @@ cdef class Engine:
 
     def __dealloc__(self):
         cdef int i
+        if self.c.lock.lock != NULL:
+            PyThread_free_lock(self.c.lock.lock)
         if self.vcpus != NULL:
             for i in range(self.n_vcpus):
                 free(self.vcpus[i].in_kick.items)
@@ -1308,28 +1475,19 @@ cdef class Engine:
             raise ValueError(f"counts must be int64[{self.n_vcpus}, intervals, {C_COLUMNS}]")
         if (until_ns - 1) // self.params.interval_ns - first_interval >= counts.shape[1]:
             raise ValueError("counts has fewer intervals than until_ns needs")
-        cdef int i
         cdef int64_t *base = &counts[0, 0, 0]
-        cdef int64_t stride = counts.shape[1] * C_COLUMNS
+        cdef int64_t n = counts.shape[1]
+        with nogil:
+            lock(&self.c.lock)
         self._stop_event = stop_event
-        self.ctx.stop = STOP_DONE
         self.ctx.poll = _py_poll
         self.ctx.poll_ctx = <void *>self
         try:
             with nogil:
-                for i in range(self.n_vcpus):
-                    self.vcpus[i].counts = base + i * stride
-                    self.vcpus[i].first = first_interval
-                    self.vcpus[i].row_end = 0           # the window moved: find rows anew
-                if self.params.coupled:
-                    run_coupled(self.vcpus, self.n_vcpus, &self.params, &self.ctx, until_ns)
-                else:
-                    for i in range(self.n_vcpus):
-                        ks_vcpu_run(&self.vcpus[i], &self.params, until_ns)
-                        if self.ctx.stop != STOP_DONE:
-                            break
+                run_locked(&self.c, until_ns, base, first_interval, n)
         finally:
             self._stop_event = None
+            unlock(&self.c.lock)
         if self.ctx.stop == STOP_NOMEM:
             raise MemoryError("no memory for the IPIs in flight between vCPUs")
         if self._hook_error is not None:
@@ -1341,52 +1499,60 @@ cdef class Engine:
         """Another CPU posts request `bit` (kvm_make_request) and, with kick, kicks the vCPU
         (kvm_vcpu_kick): in guest mode it exits at `now`. Returns whether a kick was sent."""
         _check_vcpu(self, vcpu)
-        if not ks_make_request(&self.vcpus[vcpu].requests, bit):
+        cdef int kicked
+        with nogil:
+            kicked = ks_post(&self.c, vcpu, bit, kick)
+        if kicked < 0:
             raise ValueError(f"bit {bit} is outside 0..63")
-        return bool(kick and ks_kick(&self.vcpus[vcpu].mode))
+        return bool(kicked)
 
     def inject(self, int vcpu, int kind, int64_t count=1):
         """Another CPU injects `count` NMIs or fixed IRQs (kvm_inject_nmi, kvm_apic_set_irq),
         or the host takes the NMI of a guest counter overflow (kvm_perf_overflow), at the
         vCPU's `now`. Returns whether the vCPU was kicked out of guest mode."""
         _check_vcpu(self, vcpu)
-        cdef ks_vcpu *v = &self.vcpus[vcpu]
-        if kind == SRC_NMI:
-            v.ext_nmi += count
-            v.ext_nmi_at = min64(v.ext_nmi_at, v.now)
-        elif kind == SRC_IRQ:
-            v.ext_irq += count
-            v.ext_irq_at = min64(v.ext_irq_at, v.now)
-        elif kind == SRC_PMI:
-            v.pmi_nmi_n += count
-            v.pmi_nmi_at = min64(v.pmi_nmi_at, v.now)
-        else:
-            raise ValueError(f"kind {kind} cannot be injected")
-        update_next(v, &self.params)
-        if kind == SRC_IRQ and self.params.apicv:
-            return False
-        return bool(ks_kick(&v.mode))
+        cdef int kicked
+        with nogil:
+            kicked = ks_inject(&self.c, vcpu, kind, count)
+        if kicked < 0:
+            raise ValueError(f"kind {kind} with count {count} cannot be injected")
+        return bool(kicked)
+
+    def next_event(self, int vcpu):
+        """When the vCPU next does something of its own (ns, >= its now); NEVER if never."""
+        _check_vcpu(self, vcpu)
+        cdef int64_t t
+        with nogil:
+            t = ks_next_event(&self.c, vcpu)
+        return t
 
     def set_trace(self, hook):
         """Call hook(t_ns, vcpu, event, a, b) for each TraceEvent; None turns it off."""
-        cdef int i
         self._hook = hook
-        for i in range(self.n_vcpus):
-            self.vcpus[i].hook = NULL
-            if hook is not None:
-                self.vcpus[i].hook = _py_hook
-            self.vcpus[i].hook_ctx = <void *>self
+        cdef ks_hook fn = _py_hook if hook is not None else <ks_hook>NULL
+        with nogil:
+            ks_set_hook(&self.c, fn, <void *>self)
+
+    @property
+    def capsule(self):
+        """A PyCapsule named "kvmsim.ks_api" holding this engine's ks_api (_core.pxd): the
+        engine and the C API as function pointers, for C and ctypes callers. It is valid
+        while this Engine lives."""
+        return PyCapsule_New(&self.api, "kvmsim.ks_api", NULL)
 
     def state(self, int vcpu):
         """The vCPU's state (_spec.STATE_FIELDS) as a dict of ints."""
         _check_vcpu(self, vcpu)
-        cdef ks_vcpu *v = &self.vcpus[vcpu]
+        cdef ks_vcpu v
+        with nogil:
+            lock(&self.c.lock)
+            v = self.vcpus[vcpu]
+            unlock(&self.c.lock)
         return dict(zip(_spec.STATE_FIELDS, (
             v.now, v.mode, v.requests, v.nmi_queued, v.nmi_pending, v.nmi_injected,
             v.irq_pending, v.irq_injected, v.smi_pending, v.nmi_window, v.irq_window,
             v.lvtpc_masked, v.nmi_blocked, v.irq_blocked, v.in_host, v.vnmi_pending,
             v.halted, v.xfer, v.timer_pending, v.ps_t0 if v.ps_active else v.now)))
-
 
 
 cdef list _heap_items(const ks_heap *h):

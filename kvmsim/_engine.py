@@ -45,6 +45,10 @@ class Engine(Protocol):
     def state(self, vcpu: int) -> dict[str, int]:
         """The vCPU's state: _spec.STATE_FIELDS."""
 
+    def next_event(self, vcpu: int) -> int:
+        """When the vCPU next does something of its own (ns, >= its now): an exit, a pass,
+        a wake-up; _spec.NEVER when nothing is due."""
+
 
 def create(plan: Plan, engine: str) -> Engine:
     """The engine named by Config.engine, built from a plan."""

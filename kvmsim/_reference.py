@@ -1024,6 +1024,19 @@ class _VCpu:
         state.pop("counts", None)             # a view of the Simulation's window
         return state
 
+    def next_event(self):
+        """When this vCPU next does something of its own (>= now); NEVER if never."""
+        if self.in_host:
+            return max(self.pass_at, self.now)
+        if self.halted:
+            if not self.halt_checked:
+                return max(self.halt_since, self.now)
+            return max(min(self._next_host(), self._next_hv_timer()), self.halt_since,
+                       self.now)
+        tk = self.now if self.mode == Mode.EXITING_GUEST_MODE else self._next_kick()
+        return max(min(tk, self._next_posted(), self._next_guest_event()[0]),
+                   self.guest_since, self.now)
+
     @property
     def pass_since(self):
         return self.ps[2] if self.ps else self.now
@@ -1143,6 +1156,10 @@ class Engine:
 
     def state(self, vcpu: int) -> dict[str, int]:
         return self._vcpu(vcpu).state()
+
+    def next_event(self, vcpu: int) -> int:
+        """When the vCPU next does something of its own (ns, >= its now); NEVER if never."""
+        return self._vcpu(vcpu).next_event()
 
     def _vcpu(self, vcpu: int) -> _VCpu:
         if not 0 <= vcpu < self.n_vcpus:

@@ -8,6 +8,7 @@ totals, and only the counters the caller keeps are stored per interval.
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
@@ -95,8 +96,9 @@ class Simulation:
         self._totals = np.zeros((n, _spec.N_COLUMNS), dtype=np.int64)
         self._kept = np.zeros((n, 0, len(self.columns)), dtype=np.int64)
         self._now = np.zeros(n, dtype=np.int64)   # per vCPU: how far each has run
+        self._now_ns = 0                          # ... all of them (the minimum)
         self._slice_ns = 1_000_000
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()     # a callback may post during a run
         self._runner: int | None = None
 
     @property
@@ -106,7 +108,7 @@ class Simulation:
     @property
     def now_ns(self) -> int:
         """Simulated nanoseconds every vCPU has reached."""
-        return int(self._now.min())
+        return self._now_ns
 
     @property
     def now(self) -> float:
@@ -153,6 +155,7 @@ class Simulation:
                 np.maximum(self._now, end, out=self._now)
             else:
                 self._now[:] = [self.engine.state(v)["now"] for v in range(self.plan.vcpus)]
+            self._now_ns = int(self._now.min())
         took = time.perf_counter() - start
         if took < SLICE_SECONDS[0]:
             self._slice_ns *= 2
@@ -182,6 +185,8 @@ class Simulation:
         a window for the intervals in flight, as wide as this run needs up to WINDOW_BYTES."""
         n = -(-until_ns // self.interval_ns)
         vcpus, have = self.plan.vcpus, self._window.shape[1]
+        if n <= self._kept.shape[1] and n - self._first <= have:
+            return                               # room already
         wide = max(1, min(n - self._first, WINDOW_BYTES // (vcpus * _spec.N_COLUMNS * 8)))
         if wide > have:
             window = np.zeros((vcpus, wide, _spec.N_COLUMNS), dtype=np.int64)
@@ -258,6 +263,43 @@ class Simulation:
         with self._lock:
             return self.engine.state(vcpu)
 
+    def next_event(self, vcpu: int | None = None) -> float:
+        """When a vCPU (or the first of them) next does something of its own: an exit, a pass,
+        a wake-up (seconds, >= its now; math.inf when nothing is due). run(until=) past it to
+        see it happen: an event-driven driver waits until then, or until it posts."""
+        problems = [] if vcpu is None else self._check_target(vcpu, True)
+        if problems:
+            raise ConfigError(problems)
+        with self._lock:
+            t = min(self.engine.next_event(v) for v in
+                    (range(self.plan.vcpus) if vcpu is None else (vcpu,)))
+        return math.inf if t == _spec.NEVER else t / NS
+
+    def on_event(self, callback: Callable[[float, int, str, int, int], None] | None,
+                 events: Iterable[str] | None = None) -> None:
+        """Call callback(t, vcpu, event, a, b) as the run simulates each event (t in seconds;
+        event a tracepoint name: kvm_exit, kvm_entry, vmx_cancel_injection, kvm_inj_nmi,
+        kvm_inj_virq, process_nmi, kvm_check_request, kvm_make_request, kvm_vcpu_block; a and
+        b as `kvmsim trace` prints them). `events` picks some; None: all. callback=None stops.
+        The callback may call make_request(), inject() and state(). With no callback the run
+        pays nothing for this."""
+        if callback is None:
+            with self._lock:
+                self.engine.set_trace(None)
+            return
+        names = {name: e for e, (name, _) in _spec.TRACEPOINTS.items()}
+        wanted = set(names) if events is None else set(events)
+        if unknown := sorted(wanted - set(names)):
+            raise ConfigError([("events", f"unknown event {', '.join(map(repr, unknown))}; "
+                                          f"allowed: {', '.join(names)}")])
+        codes = {names[n]: n for n in wanted}
+
+        def hook(t_ns, vcpu, event, a, b):
+            if event in codes:
+                callback(t_ns / NS, vcpu, codes[event], a, b)
+        with self._lock:
+            self.engine.set_trace(hook)
+
     def _check_target(self, vcpu, kick) -> list[tuple[str, str]]:
         problems = []
         if isinstance(vcpu, bool) or not isinstance(vcpu, int) or \
@@ -298,7 +340,7 @@ class Simulation:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()     # a callback may post during a run
 
 
 def _catch_sigint(stop_event: threading.Event) -> Callable[[], None]:

@@ -18,6 +18,7 @@ NEVER = 2**63 - 1                # an arrival that never comes (INT64_MAX ns)
 MAX_GAP_NS = 2.0**62             # an exponential gap this long or longer means NEVER
 UNCHECKED = 255                  # rank of a bit that no check of the order consumes
 POLL_EVERY = 1 << 15             # loop steps between two looks for Ctrl-C or a stop
+ABI_VERSION = 1                  # of the C API (_core.pxd, Engine.capsule): +1 on a change
 
 
 class Src(IntEnum):
@@ -365,7 +366,7 @@ def enums() -> dict[str, dict[str, int]]:
         "GPMU_": {m.name: m.value for m in GuestPmu},
         "": {**{m.name: m.value for m in Mode}, "UNCHECKED": UNCHECKED,
              "POLL_EVERY": POLL_EVERY, "N_BITS": N_BITS, "BIT_UNBLOCK": UNBLOCK_BIT,
-             "IPI_ANY": IPI_ANY, "IPI_ALL": IPI_ALL},
+             "IPI_ANY": IPI_ANY, "IPI_ALL": IPI_ALL, "KS_ABI_VERSION": ABI_VERSION},
     }
 
 

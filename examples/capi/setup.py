@@ -1,4 +1,4 @@
-"""Builds the C-API example against the installed kvmsim (its .pxd files ship in the package).
+"""Builds the C-API examples against the installed kvmsim (its .pxd files ship in the package).
 
     python setup.py build_ext --inplace
 """
@@ -8,5 +8,6 @@ from setuptools import Extension, setup
 
 import kvmsim
 
-setup(ext_modules=cythonize([Extension("kick", ["kick.pyx"], include_dirs=[np.get_include()])],
+setup(ext_modules=cythonize([Extension(name, [f"{name}.pyx"], include_dirs=[np.get_include()])
+                             for name in ("kick", "vm_driver")],
                             include_path=[kvmsim.get_include()], language_level=3))
