@@ -97,6 +97,10 @@ class Config(Validated):
                                description="a preset name or a Workload")
     seed: int = Field(0, ge=0)
     engine: Literal["cython", "python"] = "cython"
+    threads: int | None = Field(None, ge=1, le=1024,
+                                description="threads the compiled engine runs independent "
+                                            "vCPUs in (the counts do not change); None: one "
+                                            "per core")
     vendor: Literal["intel", "amd"] = Field(
         "intel", description="host (VMX or SVM without vNMI) and guest CPUID vendor")
     costs: Costs = Field(default_factory=Costs)

@@ -130,6 +130,7 @@ ctypedef struct ks_engine:
     int32_t n_vcpus
     ks_ctx *ctx
     ks_rlock lock
+    int32_t threads       # vCPUs that send no IPIs run in up to this many threads
 
 # The C API. Times are simulated ns; each returns -1 (0 for ks_requests) on a bad argument.
 # kvm_make_request(bit) from another CPU at the vCPU's `now`, and kvm_vcpu_kick if kick:

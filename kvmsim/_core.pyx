@@ -25,14 +25,18 @@ cdef extern from *:
     int ctz "__builtin_ctzll"(unsigned long long) noexcept nogil
     unsigned long atomic_load "__atomic_load_n"(unsigned long *, int) noexcept nogil
     void atomic_store "__atomic_store_n"(unsigned long *, unsigned long, int) noexcept nogil
+    int32_t load32 "__atomic_load_n"(int32_t *, int) noexcept nogil
+    void store32 "__atomic_store_n"(int32_t *, int32_t, int) noexcept nogil
+    int32_t fetch_add32 "__atomic_fetch_add"(int32_t *, int32_t, int) noexcept nogil
     int RELAXED "__ATOMIC_RELAXED"
 
 cdef extern from "pythread.h":
-    void *PyThread_allocate_lock()
-    void PyThread_free_lock(void *)
+    void *PyThread_allocate_lock() noexcept nogil
+    void PyThread_free_lock(void *) noexcept nogil
     int PyThread_acquire_lock(void *, int) noexcept nogil
     void PyThread_release_lock(void *) noexcept nogil
     unsigned long PyThread_get_thread_ident() noexcept nogil
+    unsigned long PyThread_start_new_thread(void (*)(void *) noexcept nogil, void *) noexcept nogil
 
 # --- sources ------------------------------------------------------------------------------
 cdef inline int64_t after(int64_t t, double gap) noexcept nogil:
@@ -180,9 +184,13 @@ cdef inline int64_t poll(ks_vcpu *v, int64_t t, int64_t until) noexcept nogil:
     if v.budget > 0:
         return until
     v.budget = POLL_EVERY
-    if v.ctx.stop == STOP_DONE and v.ctx.poll != NULL:
-        v.ctx.stop = v.ctx.poll(v.ctx.poll_ctx)
-    return t if v.ctx.stop != STOP_DONE else until
+    # (ctx.stop is atomic: vCPUs of one run may run in several threads)
+    cdef int32_t stop = load32(&v.ctx.stop, RELAXED)
+    if stop == STOP_DONE and v.ctx.poll != NULL:
+        stop = v.ctx.poll(v.ctx.poll_ctx)
+        if stop != STOP_DONE:
+            store32(&v.ctx.stop, stop, RELAXED)
+    return t if stop != STOP_DONE else until
 
 cdef inline bint kick(ks_vcpu *v) noexcept nogil:
     # kvm_vcpu_kick: kvm_vcpu_exiting_guest_mode() cmpxchg IN_GUEST -> EXITING
@@ -1036,7 +1044,7 @@ cdef inline bint passes(ks_vcpu *v, const ks_params *p, int64_t *until,
         if outcome == PASS_SUSPENDED:
             break
         if v.requests & p.unconsumable:
-            v.ctx.stop = STOP_UNCONSUMABLE
+            store32(&v.ctx.stop, STOP_UNCONSUMABLE, RELAXED)
             until[0] = t
     v.pass_at = t
     return 0
@@ -1255,9 +1263,59 @@ cdef int64_t ks_next_event(ks_engine *e, int32_t vcpu) noexcept nogil:
     unlock(&e.lock)
     return t
 
+# vCPUs that send each other no IPIs run in parallel: a team of threads takes them in
+# index order. The counts are the same as in one thread: each vCPU's run is its own.
+ctypedef struct ks_team:
+    ks_engine *e
+    int64_t until
+    int32_t next          # the next vCPU to take (atomic)
+
+ctypedef struct ks_worker:
+    ks_team *team
+    void *done            # released when the worker has no vCPU left
+
+cdef void team_work(ks_team *team) noexcept nogil:
+    cdef int32_t i
+    while load32(&team.e.ctx.stop, RELAXED) == STOP_DONE:
+        i = fetch_add32(&team.next, 1, RELAXED)
+        if i >= team.e.n_vcpus:
+            return
+        ks_vcpu_run(&team.e.vcpus[i], team.e.params, team.until)
+
+cdef void team_thread(void *arg) noexcept nogil:
+    cdef ks_worker *w = <ks_worker *>arg
+    team_work(w.team)
+    PyThread_release_lock(w.done)
+
+cdef void run_team(ks_engine *e, int64_t until, int threads) noexcept nogil:
+    cdef ks_team team
+    cdef ks_worker *workers = <ks_worker *> calloc(threads, sizeof(ks_worker))
+    cdef int k, started = 0
+    team.e, team.until, team.next = e, until, 0
+    if workers != NULL:
+        for k in range(threads - 1):      # the calling thread is the last worker
+            workers[k].team = &team
+            workers[k].done = PyThread_allocate_lock()
+            if workers[k].done == NULL:
+                break
+            PyThread_acquire_lock(workers[k].done, 1)
+            if PyThread_start_new_thread(team_thread, &workers[k]) == <unsigned long>-1:
+                PyThread_release_lock(workers[k].done)
+                PyThread_free_lock(workers[k].done)
+                break
+            started += 1
+    team_work(&team)
+    for k in range(started):
+        PyThread_acquire_lock(workers[k].done, 1)
+        PyThread_release_lock(workers[k].done)
+        PyThread_free_lock(workers[k].done)
+    free(workers)
+
 cdef int run_locked(ks_engine *e, int64_t until, int64_t *counts, int64_t first,
                     int64_t n_intervals) noexcept nogil:
     # With the lock held: every vCPU to `until`, into counts[vcpu][interval - first][...].
+    # A VM whose vCPUs send IPIs runs in one thread (conservative lookahead: its rounds
+    # are cost_ipi long, too short to pay for a barrier), and so does a traced one.
     cdef int i
     if until > 0 and (until - 1) // e.params.interval_ns - first >= n_intervals:
         return -1
@@ -1268,6 +1326,8 @@ cdef int run_locked(ks_engine *e, int64_t until, int64_t *counts, int64_t first,
         e.vcpus[i].row_end = 0              # the window moved: find rows anew
     if e.params.coupled:
         run_coupled(e.vcpus, e.n_vcpus, e.params, e.ctx, until)
+    elif e.threads > 1 and e.n_vcpus > 1 and e.vcpus[0].hook == NULL:
+        run_team(e, until, min(e.threads, e.n_vcpus))
     else:
         for i in range(e.n_vcpus):
             ks_vcpu_run(&e.vcpus[i], e.params, until)
@@ -1389,7 +1449,7 @@ cdef class Engine:
 
     The same interface as the reference engine (kvmsim._engine.Engine)."""
 
-    def __cinit__(self, plan):
+    def __cinit__(self, plan, int threads=1):
         cdef int i
         cdef ks_source *s
         cdef ks_vcpu *v
@@ -1405,6 +1465,7 @@ cdef class Engine:
         self.ctx.n_vcpus = plan.vcpus
         self.c.params, self.c.vcpus, self.c.n_vcpus = &self.params, self.vcpus, plan.vcpus
         self.c.ctx = &self.ctx
+        self.c.threads = max(1, threads)
         self.c.lock.lock = PyThread_allocate_lock()
         if self.c.lock.lock == NULL:
             raise MemoryError()
@@ -1454,7 +1515,8 @@ cdef class Engine:
         streams = [bg.state for bg in self._keep if isinstance(bg, np.random.PCG64)]
         ipis = [[_heap_items(&self.vcpus[i].in_kick), _heap_items(&self.vcpus[i].in_posted)]
                 for i in range(self.n_vcpus)]
-        return _restore, (self._plan, vcpus, sources, streams, ipis, self.ctx.ipi_seq)
+        return _restore, (self._plan, vcpus, sources, streams, ipis, self.ctx.ipi_seq,
+                          self.c.threads)
 
     def __dealloc__(self):
         cdef int i
@@ -1559,8 +1621,8 @@ cdef list _heap_items(const ks_heap *h):
     return [(h.items[j].t, h.items[j].seq, h.items[j].kind) for j in range(h.n)]
 
 
-def _restore(plan, vcpus, sources, streams, ipis, ipi_seq):
-    cdef Engine e = Engine(plan)
+def _restore(plan, vcpus, sources, streams, ipis, ipi_seq, threads):
+    cdef Engine e = Engine(plan, threads)
     cdef ks_vcpu fresh
     cdef int i
     for i in range(e.n_vcpus):

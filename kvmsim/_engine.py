@@ -50,8 +50,9 @@ class Engine(Protocol):
         a wake-up; _spec.NEVER when nothing is due."""
 
 
-def create(plan: Plan, engine: str) -> Engine:
-    """The engine named by Config.engine, built from a plan."""
+def create(plan: Plan, engine: str, threads: int = 1) -> Engine:
+    """The engine named by Config.engine, built from a plan; the compiled one runs vCPUs
+    that send each other no IPIs in up to `threads` threads (the counts do not change)."""
     if engine == "python":
         from ._reference import Engine as Reference
         return Reference(plan)
@@ -64,4 +65,4 @@ def create(plan: Plan, engine: str) -> Engine:
             "a source checkout, install it with `pip install -e .` (or build in place with "
             "`python setup.py build_ext --inplace`), or run from outside it so the installed "
             "kvmsim is imported; Config(engine='python') runs without it") from None
-    return Core(plan)
+    return Core(plan, threads)

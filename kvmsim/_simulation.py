@@ -9,6 +9,7 @@ totals, and only the counters the caller keeps are stored per interval.
 from __future__ import annotations
 
 import math
+import os
 import signal
 import threading
 import time
@@ -89,7 +90,8 @@ class Simulation:
         self.interval_ns = _ns("interval", interval)
         self.columns = _keep_columns(keep)
         self.plan = build(self.config, self.interval_ns)
-        self.engine = _engine.create(self.plan, self.config.engine)
+        self.engine = _engine.create(self.plan, self.config.engine,
+                                     self.config.threads or os.cpu_count() or 1)
         n = self.plan.vcpus
         self._window = np.zeros((n, 1, _spec.N_COLUMNS), dtype=np.int64)
         self._first = 0                       # the interval _window[:, 0] holds

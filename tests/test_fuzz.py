@@ -78,7 +78,8 @@ def configs(draw, engine="cython"):
     try:
         cfg = Config(order=order if draw(st.booleans()) else draw(st.sampled_from(
             list(profiles.PROFILES))), workload=wl, costs=costs, seed=draw(st.integers(0, 2**32)),
-            vendor=vendor, engine=engine, behaviour=behaviour, host=kvmsim.Host(**host))
+            vendor=vendor, engine=engine, behaviour=behaviour, host=kvmsim.Host(**host),
+            threads=draw(st.sampled_from([1, 2, 3])))
     except ConfigError:               # a host this kernel cannot have (vNMI before 6.4, ...)
         assume(False)
     # Short runs when arrivals can be dense: the Python engine must finish them too.

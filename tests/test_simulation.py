@@ -247,3 +247,26 @@ def test_peak_memory_is_the_counts_kept_not_a_multiple():
     kept, grew = map(int, p.stdout.split())
     assert kept == 2048 * 300 * _spec.N_COLUMNS * 8
     assert grew < 1.15 * kept + (80 << 20)     # the counts, the engine's window, the totals
+
+
+ANCHOR_4 = Config(workload="anchor").workload.model_copy(update={"vcpus": 4})
+
+
+@pytest.mark.parametrize("workload", ["spec2017-vtune", ANCHOR_4], ids=["spec2017", "anchor4"])
+def test_threads_change_no_count(workload):
+    # Independent vCPUs run in a team of threads; each vCPU's run is its own.
+    runs = [kvmsim.simulate(Config(workload=workload, threads=n, seed=3), duration=0.3,
+                            interval=0.05) for n in (1, 2, 3, 8)]
+    for r in runs[1:]:
+        np.testing.assert_array_equal(r.counts, runs[0].counts)
+        np.testing.assert_array_equal(r.vcpu_totals, runs[0].vcpu_totals)
+
+
+def test_threads_stop_together_on_a_request_no_check_clears():
+    cfg = Config(order=["GLOBAL_CLOCK_UPDATE", "EVENT"], workload=Workload(vcpus=4),
+                 threads=2, costs=Costs(check=0, state_load=0, cancel=0))
+    sim = kvmsim.Simulation(cfg, interval=1e-3)
+    sim.run(until=1e-3)
+    sim.engine.make_request(2, catalogue.bit_of("CLOCK_UPDATE"), True)
+    with pytest.raises(RuntimeError, match="KVM_REQ_CLOCK_UPDATE pending"):
+        sim.run(until=2e-3)

@@ -18,7 +18,7 @@ Formatter = argparse.RawDescriptionHelpFormatter
 DEFAULT_ORDER = Config.model_fields["order"].default
 DEFAULT_WORKLOAD = Config.model_fields["workload"].default
 # Config fields a flag of the same name sets; --vcpus sets workload.vcpus, -I the interval.
-CONFIG_FLAGS = ("order", "workload", "seed", "engine", "vendor")
+CONFIG_FLAGS = ("order", "workload", "seed", "engine", "vendor", "threads")
 GUEST_PMUS = ("intel", "amd-legacy", "amd-perfmon-v2")
 _ON, _OFF = ("on", "true", "yes", "1"), ("off", "false", "no", "0")
 
@@ -75,6 +75,9 @@ def add_run_flags(p: argparse.ArgumentParser, duration: float, interval: bool = 
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--engine", help="cython (default) or python: the same counts")
     p.add_argument("--vendor", help="intel (default) or amd")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="threads to run independent vCPUs in (default: one per core; the "
+                        "counts do not change)")
     p.add_argument("--host", metavar="FEATURE=on|off,...",
                    help=f"host features: {', '.join(Host.model_fields)} (default: what the "
                         "vendor's current CPU and the profile's KVM give)")
