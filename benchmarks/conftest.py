@@ -8,6 +8,7 @@ import sys
 import pytest
 
 import kvmsim
+from kvmsim._workload import _spec2017_vtune
 
 sys.path.insert(0, os.path.dirname(__file__))
 import c_model  # noqa: E402
@@ -16,12 +17,37 @@ from simpy_model import SimPyRun  # noqa: E402
 
 ORDERS = ("linux-6.6", "linux-6.7")
 CONTENDERS = ("cython", "c", "python", "simpy")
+
+
+def _vm(vcpus: int) -> kvmsim.Workload:
+    """A whole VM with cross-vCPU traffic (issue "embedding"): spec2017-vtune's rates per
+    vCPU, plus fixed IPIs to a random other vCPU at 2,000/s per vCPU (ipi:any) and a TLB
+    flush to every vCPU at once at 50/s (request-all:TLB_FLUSH). Its vCPUs run coupled, in
+    kvmsim's rounds of conservative lookahead (an IPI reaches its target cost_ipi later)."""
+    wl = _spec2017_vtune(vcpus=vcpus)
+    traffic = [kvmsim.Poisson("ipi:any", rate=2_000.0),
+               kvmsim.Poisson("request-all:TLB_FLUSH", rate=50.0)]
+    return kvmsim.Workload.model_validate({**dict(wl), "sources": [*wl.sources, *traffic]})
+
+
+# Each scenario's workload: a kvmsim preset by name, or a Workload.
+WORKLOADS = {"anchor": "anchor", "spec2017-vtune": "spec2017-vtune",
+             "spec2017-vtune-large": "spec2017-vtune-large",
+             "vm-64": _vm(64), "vm-256": _vm(256)}
 # Simulated seconds of each scenario, the same for every contender, so the rows of a group
-# in pytest-benchmark's table do the same work: 170k-200k VM-Enter attempts, a few seconds
+# in pytest-benchmark's table do the same work: 170k-240k VM-Enter attempts, a few seconds
 # for SimPy (the slowest) and >= 5 ms for C, where Simulation.run's first short slices
 # (1 ms, doubling) still cost kvmsim ~2%.
-DURATION = {"anchor": 1.2, "spec2017-vtune": 2.4, "spec2017-vtune-large": 0.03}
+DURATION = {"anchor": 1.2, "spec2017-vtune": 2.4, "spec2017-vtune-large": 0.03,
+            "vm-64": 0.25, "vm-256": 0.0625}
 SCENARIOS = tuple(DURATION)
+# Who runs each scenario. SimPy does not model IPIs between vCPUs (SimPyRun refuses them).
+# The Python reference takes ~17 s for vm-64 (~10x its time on the other scenarios, as the
+# rounds of a coupled run cost it a method call per vCPU each) and ~40 s for vm-256: it runs
+# vm-64 only.
+RUNS = {s: CONTENDERS for s in ("anchor", "spec2017-vtune", "spec2017-vtune-large")} | {
+    "vm-64": ("cython", "c", "python"), "vm-256": ("cython", "c")}
+assert RUNS.keys() == DURATION.keys() == WORKLOADS.keys()
 # Filled by test_speed: RATES[(scenario, order)][contender] = attempts per second.
 RATES: dict[tuple[str, str], dict[str, float]] = {}
 
@@ -43,7 +69,7 @@ class KvmsimRun:
 def prepare(contender, scenario, order, duration, c_lib=None, seed=0):
     """One simulation by `contender`, set up but not run: call it, then .totals()."""
     engine = contender if contender in ("cython", "python") else "cython"
-    cfg = kvmsim.Config(order=order, workload=scenario, seed=seed, engine=engine)
+    cfg = kvmsim.Config(order=order, workload=WORKLOADS[scenario], seed=seed, engine=engine)
     if contender == "simpy":
         return SimPyRun(cfg, duration)
     if contender == "c":

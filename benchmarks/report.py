@@ -9,11 +9,15 @@ import json
 import sys
 
 CONTENDERS = ("c", "python", "simpy")
+# Why a cell shows '-' (benchmarks/conftest.py RUNS says who runs what).
+NOT_RUN = ("'-': not run. SimPy does not model IPIs between vCPUs (vm-64, vm-256); the "
+           "Python reference would take ~40 s for vm-256.")
 
 
 def speed_table(rates: dict[tuple[str, str], dict[str, float]]) -> list[str]:
     """Rows of rates[(scenario, order)][contender] (attempts/s), with Cython's ratio to each
-    contender; a contender that did not run shows as '-'."""
+    contender; a contender that did not run shows as '-' (NOT_RUN says why, after the
+    table)."""
     def mps(rate, digits):
         return f"{rate / 1e6:.{digits}f} M/s" if rate else "-"
 
@@ -27,6 +31,8 @@ def speed_table(rates: dict[tuple[str, str], dict[str, float]]) -> list[str]:
         lines.append(f"| {scenario} | {order} | {mps(cy, 1)} | {mps(c, 1)} | {mps(py, 3)} | "
                      f"{mps(sp, 3)} | {ratio(cy, c, 2)} | {ratio(cy, py, 0)} | "
                      f"{ratio(cy, sp, 0)} |")
+    if any(k not in rate for rate in rates.values() for k in ("cython",) + CONTENDERS):
+        lines += ["", NOT_RUN]
     return lines
 
 

@@ -16,12 +16,14 @@ What it models: the check walk with arrivals landing among the checks and the la
 (kvm_vcpu_exit_request) that cancels the entry; APICv / AVIC posted interrupts or injected
 ones with their windows; NMIs and process_nmi's limit; PMIs as NMIs, fixed interrupts or
 SMIs with LVTPC auto-masking; the guest's perf NMI handler as its intercepted PMU accesses
-(Intel: 8 per PMI, 3 of them raising KVM_REQ_PMU); host PMI skid (an overflow's host NMI lands
-after the VM-exit, in host context, when the guest exits first); guest handler times in
-guest time; the guest's LAPIC timer on the VMX preemption timer (a fastpath exit that
-re-enters without a pass) or on a host hrtimer; vcpu_run's tail. What it refuses
-(NotImplementedError): STI;HLT, self-IPIs, task work (hlt, ipi:self, task-work sources) and
-AMD vNMI.
+(Intel: 8 per PMI, 2 of them global-control writes that raise KVM_REQ_PMU, or reprogram at
+once before 68fb4757e867: the pmu_reprogram switch); host PMI skid (an overflow's host NMI
+lands after the VM-exit, in host context, when the guest exits first; one still in flight
+makes no exit slow); guest handler times in guest time; the guest's LAPIC timer on the VMX
+preemption timer (a fastpath exit that re-enters without a pass) or on a host hrtimer;
+vcpu_run's tail; a request to every vCPU at once (request-all:NAME: one process posts to
+all). What it refuses (NotImplementedError): STI;HLT, self-IPIs, task work and IPIs between
+vCPUs (hlt, ipi:self, task-work, ipi:N|any|all and ipi-nmi:... sources), and AMD vNMI.
 
 The check walk: check k of a pass starts at `origin + k * cost_check` and sees a request
 posted at or before that time; a request posted later than its check stays pending and
@@ -39,15 +41,16 @@ import simpy
 
 from kvmsim import _spec
 from kvmsim._limits import to_ns
-from kvmsim._plan import Plan, SourcePlan, build
+from kvmsim._plan import SHARED, Plan, SourcePlan, build
 from kvmsim._spec import Dist, Handler, Lvtpc, Src
+from kvmsim._workload import ipi_target
 
 EVENT_BIT, NMI_BIT, PMU_BIT, PMI_BIT, SMI_BIT = (_spec.SPECIAL_BITS[n] for n in
                                                  ("EVENT", "NMI", "PMU", "PMI", "SMI"))
 UNBLOCK_BIT = _spec.UNBLOCK_BIT
 NO_EVENT, INJECT_NMI, INJECT_IRQ = "none", "nmi", "irq"
 NEVER = float("inf")
-REFUSED = {Src.HLT: "hlt", Src.IPI_SELF: "ipi:self", Src.TASK_WORK: "task-work"}
+REFUSED = ("hlt", "ipi:self", "task-work")          # and IPIs to other vCPUs (ipi_target)
 
 # Where the vCPU is: handling a VM-exit or in a pass of vcpu_enter_guest() (OUTSIDE), from
 # the late check to the guest (ENTERING: vcpu->mode is IN_GUEST_MODE, a kick makes the entry
@@ -96,7 +99,7 @@ class VCpu:
 
         self.proc = env.process(self.run())
         for sp in plan.sources:
-            if sp.vcpu == index:
+            if sp.vcpu == index and sp.spawn_key[0] != SHARED:   # request-all: SimPyRun's
                 env.process(self.source(sp))
 
     def count(self, name: str, n: int = 1) -> None:
@@ -378,10 +381,10 @@ class VCpu:
         if self.end_handlers(now):
             slow = True
         if self.landings:                         # overflows during this run
-            slow = True
             landed = sum(1 for at in self.landings if at <= now)
             for _ in range(landed):               # their NMI exits: kvm_perf_overflow
                 self.overflow()
+                slow = True                       # (one still in flight makes no exit slow)
             if landed < len(self.landings):
                 self.nmis_in_flight(len(self.landings) - landed, self.landings[landed])
             self.landings = []
@@ -389,8 +392,11 @@ class VCpu:
             self.take_host_nmi(in_guest=True)
         for kind in self.guest_events:
             if kind == Src.EMUL_PMI:            # kvm_pmu_trigger_event
-                self.pmu_reprogram = self.emul_overflow = True
-                self.requests |= 1 << PMU_BIT
+                if p.pmu_request:                 # deferred reprogramming (68fb4757e867)
+                    self.pmu_reprogram = self.emul_overflow = True
+                    self.requests |= 1 << PMU_BIT
+                else:                             # reprogrammed at once: it overflows
+                    self.perf_overflow()
                 slow = True
             elif kind == Src.TIMER:               # handle_fastpath_preemption_timer
                 if p.apicv:
@@ -452,7 +458,7 @@ class VCpu:
     def pmu_access(self) -> None:
         """One intercepted access of the perf NMI handler (reprogram_counters, LVTPC)."""
         reprogram, lvtpc = self.ops.pop(0)
-        if reprogram:
+        if reprogram and self.p.pmu_request:      # (synchronous before 68fb4757e867)
             self.pmu_reprogram = True
             self.requests |= 1 << PMU_BIT
         if lvtpc:
@@ -594,19 +600,30 @@ class SimPyRun:
 
     def __init__(self, config, duration: float):
         plan = build(config, to_ns(duration))
-        refused = sorted({REFUSED[sp.kind] for sp in plan.sources if sp.kind in REFUSED})
+        refused = sorted({s.kind for s in config.workload.sources
+                          if s.kind in REFUSED or ipi_target(s.kind) is not None})
         if refused:
             raise NotImplementedError(f"the SimPy model does not model {', '.join(refused)} "
-                                      "sources (STI;HLT, self-IPIs, task work)")
+                                      "sources (STI;HLT, self-IPIs, task work, IPIs between "
+                                      "vCPUs)")
         if plan.params["vnmi"]:
             raise NotImplementedError("the SimPy model does not model AMD vNMI (use "
                                       "Host(vnmi=False) or vendor intel)")
         self.env = simpy.Environment()
         rng = np.random.default_rng(config.seed)
         self.counts = dict.fromkeys((c.name for c in _spec.EVENTS), 0)
-        for i in range(plan.vcpus):
-            VCpu(self.env, plan, i, rng, self.counts)
+        vcpus = [VCpu(self.env, plan, i, rng, self.counts) for i in range(plan.vcpus)]
+        # request-all:NAME: one stream of arrivals, each posted to every vCPU at once
+        # (kvm_make_all_cpus_request); the plan has a copy of the source per vCPU.
+        for sp in {sp.spawn_key: sp for sp in plan.sources if sp.spawn_key[0] == SHARED}.values():
+            self.env.process(self.request_all(vcpus, sp))
         self.until = to_ns(duration)
+
+    def request_all(self, vcpus: list[VCpu], sp: SourcePlan):
+        for gap in vcpus[0].gaps(sp):
+            yield self.env.timeout(gap)
+            for v in vcpus:
+                v.host_arrival(sp)
 
     def __call__(self) -> None:
         self.env.run(until=self.until)

@@ -35,14 +35,16 @@ BIT_GROUPS = tuple(_spec.BIT_GROUPS)          # 64 columns each, by bit
 # The C code writes its own enums in the order of kvmsim's codes (a hand-written contender
 # keeps its own names); these are the values it assumes.
 C_ENUMS = {"km_kind": ["EXIT", "PMI", "EMUL_PMI", "NMI", "IRQ", "REQUEST", "REQUEST_NOOP",
-                       "TIMER", "HLT", "IPI_SELF", "TASK_WORK"],
+                       "TIMER", "HLT", "IPI_SELF", "TASK_WORK", "IPI", "IPI_NMI"],
            "km_dist": ["POISSON", "PERIODIC", "TRACE"],
            "km_lvtpc": ["NMI", "FIXED", "SMI", "MASKED"],
-           "km_stop": {"DONE": 0, "UNCONSUMABLE": 2}}
+           "km_stop": {"DONE": 0, "UNCONSUMABLE": 2, "NOMEM": 3}}
 assert C_ENUMS["km_kind"] == [m.name for m in _spec.Src]
 assert C_ENUMS["km_dist"] == [m.name for m in _spec.Dist]
 assert C_ENUMS["km_lvtpc"] == [m.name for m in _spec.Lvtpc]
 assert all(_spec.Stop[k] == v for k, v in C_ENUMS["km_stop"].items())
+assert {m.name for m in _spec.Stop} - set(C_ENUMS["km_stop"]) == {"INTERRUPTED"}, \
+    "a stop code the C model does not know (it has no Ctrl-C or trace hook to interrupt it)"
 # The request bits kvmsim_model.c gives a meaning (km_special_bits, checked in build()).
 SPECIAL_BITS = (*(_spec.SPECIAL_BITS[n] for n in ("EVENT", "NMI", "PMU", "PMI", "SMI")),
                 _spec.UNBLOCK_BIT)
@@ -63,10 +65,10 @@ _SPEC_PARAMS = {p.name: p.ctype for p in _spec.PARAMS}
 PARAM_FIELDS = (
     "n_checks", "order", "rank", "handler_ns", "raises", "unconsumable", "n_noop", "noop_bits",
     "cost_vmexit", "cost_vmenter", "cost_check", "cost_state_load", "cost_cancel",
-    "cost_task_work", "lvtpc", "automask", "pmi_irq_work", "nmi_event_always", "apicv", "ipiv",
-    "vnmi", "iret_exits", "idle_hlt", "fastpath_reenter", "pmi_ops_n", "pmi_ops_pmu",
-    "pmi_ops_lvtpc", "amd_nmi_window_ns", "pmi_skid_ns", "nmi_handler_ns", "irq_handler_ns",
-    "guest_exit_mean_ns")
+    "cost_task_work", "cost_ipi", "lvtpc", "automask", "pmi_irq_work", "pmu_request",
+    "nmi_event_always", "apicv", "ipiv", "vnmi", "iret_exits", "idle_hlt", "fastpath_reenter",
+    "coupled", "pmi_ops_n", "pmi_ops_pmu", "pmi_ops_lvtpc", "amd_nmi_window_ns", "pmi_skid_ns",
+    "nmi_handler_ns", "irq_handler_ns", "guest_exit_mean_ns")
 # The Plan.params the C model does without, and why.
 NOT_READ = {
     "handler": "kvmsim_model.c switches on the request bit (km_special_bits)",
@@ -85,8 +87,10 @@ class Params(ctypes.Structure):
 
 
 class Source(ctypes.Structure):
+    """struct km_source: one SourcePlan (its stream passed as a bitgen_t pointer)."""
     _fields_ = [("vcpu", ctypes.c_int32), ("guest", ctypes.c_int32), ("kind", ctypes.c_int32),
-                ("dist", ctypes.c_int32), ("bit", ctypes.c_int32), ("mean_ns", ctypes.c_double),
+                ("dist", ctypes.c_int32), ("bit", ctypes.c_int32), ("target", ctypes.c_int32),
+                ("mean_ns", ctypes.c_double),
                 ("period_ns", ctypes.c_int64), ("start_ns", ctypes.c_int64),
                 ("times", ctypes.POINTER(ctypes.c_int64)), ("n_times", ctypes.c_int64),
                 ("rng", ctypes.c_void_p)]
@@ -124,6 +128,12 @@ def build(out_dir: str) -> ctypes.CDLL:
     offsets = (ctypes.c_int64 * len(PARAM_FIELDS)).in_dll(lib, "km_param_offsets")
     assert ctypes.c_int64.in_dll(lib, "km_params_size").value == ctypes.sizeof(Params)
     assert list(offsets) == [getattr(Params, f).offset for f in PARAM_FIELDS]
+    fields = [f for f, _ in Source._fields_]
+    offsets = (ctypes.c_int64 * len(fields)).in_dll(lib, "km_source_offsets")
+    assert ctypes.c_int64.in_dll(lib, "km_source_size").value == ctypes.sizeof(Source)
+    assert list(offsets) == [getattr(Source, f).offset for f in fields]
+    assert ctypes.c_int32.in_dll(lib, "km_ipi_any").value == _spec.IPI_ANY
+    assert ctypes.c_int32.in_dll(lib, "km_ipi_all").value == _spec.IPI_ALL
     return lib
 
 
@@ -159,6 +169,7 @@ class CRun:
             times = np.ascontiguousarray(sp.times_ns, dtype=np.int64)
             self._keep += [bg, times]
             s.vcpu, s.guest, s.kind, s.dist, s.bit = sp.vcpu, sp.guest, sp.kind, sp.dist, sp.bit
+            s.target = sp.target
             s.mean_ns, s.period_ns, s.start_ns = sp.mean_ns, sp.period_ns, sp.start_ns
             s.times = times.ctypes.data_as(ctypes.POINTER(ctypes.c_int64))
             s.n_times = len(times)
@@ -169,9 +180,9 @@ class CRun:
         self.nmis_outstanding = np.zeros(p.vcpus, dtype=np.int64)
 
     def __call__(self, slices: list[int] | None = None) -> None:
-        """Run to the duration in one go (what the benchmarks time), or in the slices a
-        kvmsim Simulation ran its engine in: the ends, ns, increasing, the last the
-        duration's (as Simulation.run(on_slice=...) reports them through now_ns)."""
+        """Run to the duration in one go (what the benchmarks time), or in slices, as a
+        kvmsim Simulation runs its engine: to each of the ends (ns, increasing, the last the
+        duration's) in turn. Once per CRun: its streams have moved on."""
         ends = np.array([self.until] if slices is None else slices, dtype=np.int64)
         assert ends[-1] == self.until and (np.diff(ends) > 0).all(), ends
         i64 = ctypes.POINTER(ctypes.c_int64)
@@ -179,8 +190,8 @@ class CRun:
                                     self.sources, self.n_sources, ends.ctypes.data_as(i64),
                                     len(ends), self.interval, self.counts.ctypes.data_as(i64),
                                     self.nmis_outstanding.ctypes.data_as(i64))
-        if stop < 0:
-            raise MemoryError("km_simulate")
+        if stop == _spec.Stop.NOMEM:
+            raise MemoryError("km_simulate: no memory for the IPIs in flight")
         if stop:
             raise RuntimeError(f"km_simulate stopped: {_spec.Stop(stop).name}")
 

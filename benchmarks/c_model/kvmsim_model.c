@@ -1,9 +1,10 @@
 /* The kvmsim model in plain C11: vcpu_enter_guest() (arch/x86/kvm/x86.c) and what surrounds
  * it, as kvmsim/_reference.py (the specification) states it, written the way a C programmer
  * would write this loop for speed: one struct of state per vCPU, plain bit operations on the
- * request bitmap (one thread owns a vCPU, so no atomics), a walk over the set bits with
- * count-trailing-zeros, a switch on the request bit for the handlers, and the next host-side
- * arrival cached. Each function names the kernel function it mirrors.
+ * request bitmap (one thread runs the whole VM, so no atomics), a walk over the set bits with
+ * count-trailing-zeros, a switch on the request bit for the handlers, the next host-side
+ * arrival cached, and a binary heap per vCPU for the IPIs in flight to it. Each function
+ * names the kernel function it mirrors.
  */
 #include "kvmsim_model.h"
 
@@ -34,7 +35,7 @@ const char *const km_column_names[KM_NAMED] = {
     "nmi_window_exits", "irq_window_exits", "nmis_queued", "nmis_injected", "nmis_dropped",
     "pmis_raised", "pmis_coalesced", "pmis_delivered", "pmis_dropped", "irqs_raised",
     "irqs_coalesced", "irqs_injected", "smis_injected", "halt_exits", "nmis_unknown",
-    "pmis_irq_work", "fastpath_exits", "task_work", "cancels_task_work",
+    "pmis_irq_work", "fastpath_exits", "task_work", "cancels_task_work", "ipis_sent",
     "ns.guest", "ns.vmexit", "ns.requests", "ns.event", "ns.state_load", "ns.vmenter",
     "ns.cancel", "ns.task_work", "ns.halted",
 };
@@ -42,16 +43,20 @@ const char *const km_column_names[KM_NAMED] = {
 const int32_t km_named = KM_NAMED, km_columns = KM_COLUMNS;
 const int32_t km_special_bits[6] = {KVM_REQ_EVENT, KVM_REQ_NMI, KVM_REQ_PMU, KVM_REQ_PMI,
                                     KVM_REQ_SMI, KVM_REQ_UNBLOCK};
+const int32_t km_ipi_any = KM_IPI_ANY, km_ipi_all = KM_IPI_ALL;
 
 enum mode { OUTSIDE_GUEST_MODE, IN_GUEST_MODE, EXITING_GUEST_MODE };   /* vcpu->mode */
 enum entry_event { ENTRY_NONE, ENTRY_NMI, ENTRY_IRQ };  /* VM_ENTRY_INTR_INFO_FIELD */
 /* What ended a VM-exit's handling: a pass of vcpu_enter_guest() follows, the fastpath
- * re-entered the guest, or the vCPU blocked in kvm_vcpu_block() after HLT. */
+ * re-entered the guest, or HLT: kvm_vcpu_halt decides whether to block. */
 enum outcome { PASS, REENTERED, HALTED };
+/* How a pass ended: the guest runs, the entry was cancelled, or the pass stopped at the
+ * horizon of a coupled run and goes on later (its state in struct vcpu's ps_*). */
+enum pass_end { ENTERED, CANCELLED, SUSPENDED };
 
 struct arrivals {
     int64_t next;           /* time of the next arrival, NEVER when done */
-    int kind, dist, bit;
+    int kind, dist, bit, target;
     bool posted;            /* a posted interrupt (APICv): no kick, no VM-exit */
     double mean_ns;
     int64_t period_ns;
@@ -60,8 +65,23 @@ struct arrivals {
     bitgen_t *rng;
 };
 
+/* An IPI in flight to a vCPU: it arrives at t; seq orders those of one instant. */
+struct ipi {
+    int64_t t, seq;
+    int kind;               /* KM_SRC_NMI or KM_SRC_IRQ */
+};
+
+struct ipi_heap {           /* a binary min-heap by (t, seq) */
+    struct ipi *items;
+    int64_t n, cap;
+};
+
+struct vm;
+
 struct vcpu {
     const struct km_params *p;
+    struct vm *vm;
+    int index;
     uint64_t requests;                  /* vcpu->requests */
     enum mode mode;
     int64_t nmi_queued, nmi_pending;    /* vcpu->arch.nmi_queued, nmi_pending */
@@ -86,8 +106,14 @@ struct vcpu {
     bool timer_pending;                 /* apic->lapic_timer.pending */
     bool xfer;                          /* xfer_to_guest_mode work: need_resched, a signal */
     bool if_off, hlt_due, hlt_exit;     /* STI;HLT: IF = 0 until it runs; this exit is it */
-    bool halted;                        /* blocked in kvm_vcpu_block() */
+    bool halted;                        /* blocked in kvm_vcpu_block() ... */
+    bool halt_checked;                  /* ... after kvm_vcpu_check_block said so */
     int64_t halt_since;
+    /* a pass suspended at a coupled run's horizon: where its check walk stands */
+    bool ps_active, ps_late;
+    int ps_pos;
+    uint64_t ps_raised;
+    int64_t ps_t0, ps_event_ns;
     bool exit_fast, exit_slow;          /* what the VM-exit being handled carries */
     bool in_host;                       /* between a VM-exit and the next VM-Enter */
     int64_t now;                        /* the time this vCPU has been run to */
@@ -97,12 +123,19 @@ struct vcpu {
     int64_t guest_exit_at;              /* the guest's own next VM-exit */
     struct arrivals *host, *guest;      /* from other CPUs / from the guest itself */
     int n_host, n_guest;
+    struct ipi_heap in_kick, in_posted; /* other vCPUs' IPIs in flight: kick / posted */
     int64_t next_kick, next_posted;     /* the next host-side arrivals, cached */
     bitgen_t *exit_rng;
     int64_t *counts;                    /* [intervals][KM_COLUMNS] of this vCPU */
     int64_t *row;                       /* the row of the interval that ends at row_end */
     int64_t row_end, interval_ns;
-    int stop;
+};
+
+struct vm {
+    struct vcpu *vcpus;
+    int n_vcpus;
+    int64_t ipi_seq;                    /* orders IPIs that arrive at one instant */
+    int stop;                           /* enum km_stop */
 };
 
 static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -145,11 +178,65 @@ static inline int64_t advance(struct arrivals *a, int64_t t)
     return k;
 }
 
+/* --- IPIs in flight -------------------------------------------------------------------- */
+static inline bool ipi_before(const struct ipi *a, const struct ipi *b)
+{
+    return a->t < b->t || (a->t == b->t && a->seq < b->seq);
+}
+
+static bool heap_push(struct ipi_heap *h, struct ipi x)
+{
+    if (h->n == h->cap) {
+        int64_t cap = h->cap ? 2 * h->cap : 16;
+        struct ipi *items = realloc(h->items, (size_t)cap * sizeof *items);
+        if (!items)
+            return false;
+        h->items = items;
+        h->cap = cap;
+    }
+    int64_t i = h->n++;
+    while (i > 0) {
+        int64_t up = (i - 1) / 2;
+        if (!ipi_before(&x, &h->items[up]))
+            break;
+        h->items[i] = h->items[up];
+        i = up;
+    }
+    h->items[i] = x;
+    return true;
+}
+
+static struct ipi heap_pop(struct ipi_heap *h)
+{
+    struct ipi top = h->items[0], last = h->items[--h->n];
+    int64_t i = 0;
+    for (;;) {
+        int64_t child = 2 * i + 1;
+        if (child >= h->n)
+            break;
+        if (child + 1 < h->n && ipi_before(&h->items[child + 1], &h->items[child]))
+            child++;
+        if (!ipi_before(&h->items[child], &last))
+            break;
+        h->items[i] = h->items[child];
+        i = child;
+    }
+    if (h->n)
+        h->items[i] = last;
+    return top;
+}
+
+static inline int64_t heap_head(const struct ipi_heap *h)
+{
+    return h->n ? h->items[0].t : NEVER;
+}
+
 /* The next host-side arrival that kicks the vCPU (an IPI: a VM-exit in guest mode), and the
  * next posted interrupt (reaches a running guest without one). */
 static void update_next(struct vcpu *v)
 {
-    int64_t kick = v->pmi_nmi_at, posted = NEVER;
+    int64_t kick = min64(v->pmi_nmi_at, heap_head(&v->in_kick));
+    int64_t posted = heap_head(&v->in_posted);
     for (int i = 0; i < v->n_host; i++) {
         if (v->host[i].posted)
             posted = min64(posted, v->host[i].next);
@@ -258,6 +345,13 @@ static void apply_source(struct vcpu *v, struct arrivals *a, int64_t t, int64_t 
     }
 }
 
+/* Other vCPUs' IPIs that have arrived by t, in order (__apic_accept_irq). */
+static void apply_ipis(struct vcpu *v, struct ipi_heap *h, int64_t t, int64_t *c)
+{
+    while (h->n && h->items[0].t <= t)
+        arrive(v, heap_pop(h).kind, 0, 1, c);
+}
+
 /* __kvm_perf_overflow: set global_status and raise KVM_REQ_PMI. */
 static void perf_overflow(struct vcpu *v, int64_t *c)
 {
@@ -337,6 +431,8 @@ static void apply_host(struct vcpu *v, int64_t t, int64_t *c, bool in_guest)
         return;
     for (int i = 0; i < v->n_host; i++)
         apply_source(v, &v->host[i], t, c);
+    apply_ipis(v, &v->in_kick, t, c);
+    apply_ipis(v, &v->in_posted, t, c);
     if (v->pmi_nmi_at <= t)
         host_pmi(v, c, in_guest);
     update_next(v);
@@ -350,6 +446,7 @@ static void apply_posted(struct vcpu *v, int64_t t, int64_t *c)
     for (int i = 0; i < v->n_host; i++)
         if (v->host[i].posted)
             apply_source(v, &v->host[i], t, c);
+    apply_ipis(v, &v->in_posted, t, c);
     update_next(v);
 }
 
@@ -369,13 +466,20 @@ static inline bool hlt_exits(const struct vcpu *v)
     return !(v->p->idle_hlt && (v->irq_pending || v->vnmi_pending));
 }
 
+/* Whether a guest-side event makes a VM-exit. STI;HLT never does by itself: it becomes
+ * hlt_due, which decides once the rest of its instant has happened. */
 static inline bool event_exits(const struct vcpu *v, int kind)
 {
-    if (kind == KM_SRC_IPI_SELF)
+    switch (kind) {
+    case KM_SRC_IPI:
         return !v->p->ipiv;
-    if (kind == KM_SRC_HLT)
-        return hlt_exits(v);
-    return true;
+    case KM_SRC_IPI_SELF:
+        return !v->p->apicv;
+    case KM_SRC_HLT:
+        return false;
+    default:
+        return true;
+    }
 }
 
 static inline bool nmi_end_exits(const struct vcpu *v)
@@ -411,10 +515,14 @@ static int64_t next_guest_event(const struct vcpu *v, bool *exits)
     int64_t t = NEVER;
     *exits = true;
     for (int i = 0; i < v->n_guest; i++) {
-        int64_t when = max64(v->guest[i].next, e);
-        if (v->guest[i].kind == KM_SRC_PMI && when != NEVER)
-            when += p->pmi_skid_ns;             /* the host's NMI, a skid after the overflow */
-        t = earlier(t, exits, when, event_exits(v, v->guest[i].kind));
+        const struct arrivals *a = &v->guest[i];
+        int64_t when;
+        if (a->kind == KM_SRC_PMI && a->next != NEVER)
+            /* the host's NMI, a skid after the overflow (which needs the guest running) */
+            when = max64(max64(a->next, v->entry_t) + p->pmi_skid_ns, e);
+        else
+            when = max64(a->next, e);
+        t = earlier(t, exits, when, event_exits(v, a->kind));
     }
     t = earlier(t, exits, max64(v->guest_exit_at, e), true);
     if (v->immediate_exit || (v->nmi_window && !v->nmi_blocked)
@@ -503,12 +611,13 @@ static void nmi_start(struct vcpu *v, int64_t t, int64_t *c)
 }
 
 /* One access of the perf NMI handler (an exit): a write that makes KVM reprogram counters
- * raises KVM_REQ_PMU (reprogram_counters); the LVTPC write unmasks LVTPC. */
+ * raises KVM_REQ_PMU (reprogram_counters; synchronous before 68fb4757e867); the LVTPC write
+ * unmasks LVTPC. */
 static void pmu_access(struct vcpu *v)
 {
     const struct km_params *p = v->p;
     int i = v->op_next;
-    if (p->pmi_ops_pmu[v->op_seq] >> i & 1) {
+    if ((p->pmi_ops_pmu[v->op_seq] >> i & 1) && p->pmu_request) {
         v->pmu_reprogram = true;
         v->requests |= BIT(KVM_REQ_PMU);
     }
@@ -518,11 +627,11 @@ static void pmu_access(struct vcpu *v)
     v->op_at = v->op_next < v->op_n ? v->op_at + p->nmi_handler_ns / (v->op_n + 1) : NEVER;
 }
 
-/* What the CPU delivers by itself in guest mode: the NMI in V_NMI_PENDING, and a posted
- * interrupt (APICv virtual-interrupt delivery, AVIC). */
+/* What the CPU delivers by itself in guest mode: the NMI in V_NMI_PENDING (also inside an
+ * IRQ handler), and a posted interrupt (APICv virtual-interrupt delivery, AVIC). */
 static void hardware_deliver(struct vcpu *v, int64_t t, int64_t *c)
 {
-    if (v->vnmi_pending && !(v->nmi_blocked || v->irq_blocked)) {
+    if (v->vnmi_pending && !v->nmi_blocked) {
         v->vnmi_pending = false;
         c[KM_NMIS_INJECTED]++;
         nmi_start(v, t, c);
@@ -534,14 +643,68 @@ static void hardware_deliver(struct vcpu *v, int64_t t, int64_t *c)
     }
 }
 
-static void guest_event(struct vcpu *v, int kind, int64_t *c)
+/* kvm_apic_send_ipi -> kvm_irq_delivery_to_apic: the IPI reaches each target cost_ipi later;
+ * there __apic_accept_irq posts it (fixed, APICv), or sets the IRR and kicks, or injects an
+ * NMI and kicks. A target of "any" is drawn from the source's stream among the others. */
+static void send_ipi(struct vcpu *v, struct arrivals *a, int64_t t, int64_t *c)
+{
+    struct vm *vm = v->vm;
+    int lo, hi;
+    if (a->target == KM_IPI_ALL) {
+        lo = 0;
+        hi = vm->n_vcpus;
+    } else if (a->target == KM_IPI_ANY) {
+        int j = (int)(a->rng->next_double(a->rng->state) * (vm->n_vcpus - 1));
+        lo = j + (j >= v->index);
+        hi = lo + 1;
+    } else {
+        lo = a->target;
+        hi = lo + 1;
+    }
+    int kind = a->kind == KM_SRC_IPI_NMI ? KM_SRC_NMI : KM_SRC_IRQ;
+    bool posted = kind == KM_SRC_IRQ && v->p->apicv;
+    int64_t at = t + v->p->cost_ipi;
+    for (int i = lo; i < hi; i++) {
+        if (i == v->index)
+            continue;
+        struct vcpu *w = &vm->vcpus[i];
+        struct ipi x = {.t = at, .seq = vm->ipi_seq++, .kind = kind};
+        if (!heap_push(posted ? &w->in_posted : &w->in_kick, x)) {
+            vm->stop = KM_NOMEM;
+            return;
+        }
+        if (posted)
+            w->next_posted = min64(w->next_posted, at);
+        else
+            w->next_kick = min64(w->next_kick, at);
+        c[KM_IPIS_SENT]++;
+    }
+}
+
+/* The earliest time this vCPU can still send an IPI (NEVER: it sends none). */
+static int64_t next_send(const struct vcpu *v)
+{
+    int64_t t = NEVER;
+    for (int i = 0; i < v->n_guest; i++)
+        if (v->guest[i].kind == KM_SRC_IPI || v->guest[i].kind == KM_SRC_IPI_NMI)
+            t = min64(t, max64(v->guest[i].next, v->now));
+    return t;
+}
+
+static void guest_event(struct vcpu *v, struct arrivals *a, int64_t t, int64_t *c)
 {
     const struct km_params *p = v->p;
-    switch (kind) {
-    case KM_SRC_EMUL_PMI: /* kvm_pmu_trigger_event -> kvm_pmu_request_counter_reprogram */
-        v->pmu_reprogram = true;
-        v->emul_overflow = true;
-        v->requests |= BIT(KVM_REQ_PMU);
+    switch (a->kind) {
+    case KM_SRC_EMUL_PMI:
+        /* kvm_pmu_trigger_event -> kvm_pmu_request_counter_reprogram; before 68fb4757e867
+         * the counter is reprogrammed and overflows at once */
+        if (p->pmu_request) {
+            v->pmu_reprogram = true;
+            v->emul_overflow = true;
+            v->requests |= BIT(KVM_REQ_PMU);
+        } else {
+            perf_overflow(v, c);
+        }
         v->exit_slow = true;
         break;
     case KM_SRC_TIMER:
@@ -556,14 +719,22 @@ static void guest_event(struct vcpu *v, int kind, int64_t *c)
         }
         v->exit_fast = true;
         break;
-    case KM_SRC_IPI_SELF:                       /* x2APIC ICR write to itself */
-        accept_irq(v, 1, c);
-        if (!p->ipiv) {
+    case KM_SRC_IPI_NMI:                        /* ICR write, APIC_DM_NMI: a full exit */
+        send_ipi(v, a, t, c);
+        v->exit_slow = true;
+        break;
+    case KM_SRC_IPI:                            /* x2APIC ICR write, APIC_DM_FIXED */
+        send_ipi(v, a, t, c);
+        if (!p->ipiv) {                         /* handle_fastpath_set_x2apic_icr_irqoff */
             if (p->fastpath_reenter)
                 v->exit_fast = true;
             else
                 v->exit_slow = true;
         }
+        break;
+    case KM_SRC_IPI_SELF:                       /* x2APIC SELF IPI write (APICv: no exit) */
+        accept_irq(v, 1, c);
+        v->exit_slow = true;
         break;
     case KM_SRC_HLT:
         v->hlt_due = true;                      /* runs once the rest of this instant has */
@@ -611,37 +782,43 @@ static void apply_guest(struct vcpu *v, int64_t t, int64_t *c)
             for (int64_t at; (at = max64(a->next, v->entry_t)) <= t; step(a)) {
                 if (at + p->pmi_skid_ns <= t) {     /* the NMI hit the guest: exit context */
                     overflow(v, c);
+                    v->exit_slow = true;
                 } else {                            /* the exit came first: NMI in flight */
                     v->pmi_nmi_at = min64(v->pmi_nmi_at, at + p->pmi_skid_ns);
                     v->pmi_nmi_n++;
                 }
-                v->exit_slow = true;
             }
             continue;
         }
         for (; a->next <= t; step(a))
-            guest_event(v, a->kind, c);
+            guest_event(v, a, t, c);
     }
     if (v->hlt_due)
         hlt(v, c);
     update_next(v);
 }
 
-/* Guest-side events at or before t that need no VM-exit (an IPI with IPIv, STI;HLT that Idle
- * HLT lets run on), handler ends, posted interrupts; then what the CPU delivers. */
+/* Guest-side events at or before t that need no VM-exit (an IPI with IPIv; STI;HLT, which
+ * becomes hlt_due), handler ends, posted interrupts; then what the CPU delivers. An hlt_due
+ * still set here ran on without an exit (Idle HLT). */
 static void apply_in_guest(struct vcpu *v, int64_t t, int64_t *c)
 {
     end_handlers(v, t, c);
     apply_posted(v, t, c);
+    v->hlt_due = v->if_off = false;
     for (int i = 0; i < v->n_guest; i++) {
         struct arrivals *a = &v->guest[i];
-        if (a->kind != KM_SRC_IPI_SELF && a->kind != KM_SRC_HLT)
+        if (a->kind != KM_SRC_IPI_SELF && a->kind != KM_SRC_HLT && a->kind != KM_SRC_IPI)
             continue;
-        for (; a->next <= t; step(a))
+        for (; a->next <= t; step(a)) {
             if (a->kind == KM_SRC_IPI_SELF)
                 accept_irq(v, 1, c);
+            else if (a->kind == KM_SRC_IPI)
+                send_ipi(v, a, t, c);
+            else
+                v->hlt_due = v->if_off = true;
+        }
     }
-    v->hlt_due = v->if_off = false;
     hardware_deliver(v, t, c);
 }
 
@@ -770,13 +947,26 @@ static inline bool exit_request(const struct vcpu *v)
 }
 
 /* kvm_vcpu_check_block: kvm_vcpu_has_events (an interrupt IF allows, an NMI, an SMI,
- * KVM_REQ_PMI since 73554b29bd70), KVM_REQ_UNBLOCK, the timer, a signal. */
+ * KVM_REQ_PMI since 73554b29bd70), KVM_REQ_UNBLOCK, the timer. (Task work does not wake a
+ * halted vCPU: halted_work.) */
 static inline bool runnable(const struct vcpu *v)
 {
     uint64_t r = v->requests;
     return (v->irq_pending && !v->if_off) || v->nmi_pending || v->vnmi_pending
         || v->smi_pending || r & (BIT(KVM_REQ_NMI) | BIT(KVM_REQ_SMI) | BIT(KVM_REQ_UNBLOCK))
-        || (r & BIT(KVM_REQ_PMI) && !v->p->pmi_irq_work) || v->timer_pending || v->xfer;
+        || (r & BIT(KVM_REQ_PMI) && !v->p->pmi_irq_work) || v->timer_pending;
+}
+
+/* Task work while blocked: vcpu_block() returns to vcpu_run(), which handles it and blocks
+ * again (the vCPU stays halted). Returns the time it took. */
+static int64_t halted_work(struct vcpu *v, int64_t *c)
+{
+    if (!v->xfer)
+        return 0;
+    v->xfer = false;
+    c[KM_TASK_WORK]++;
+    c[KM_NS_TASK_WORK] += v->p->cost_task_work;
+    return v->p->cost_task_work;
 }
 
 /* vcpu_run() after vcpu_enter_guest() returned 1: clear KVM_REQ_UNBLOCK, inject the LAPIC
@@ -830,23 +1020,49 @@ static void enter(struct vcpu *v, int64_t t, int64_t *c)
     v->entry_t = v->guest_since = t;
 }
 
-/* One vcpu_enter_guest() starting at t; returns when it ends, *entered if the VM-Enter
- * completed (else it was cancelled, and vcpu_run's tail ran). */
-static int64_t one_pass(struct vcpu *v, int64_t t, int64_t *c, bool *entered)
+/* One vcpu_enter_guest() starting at t, or the rest of the suspended one; it stops before
+ * anything at or after `horizon` (SUSPENDED). Returns when it ends; *end says how. A
+ * cancelled entry has run vcpu_run's tail. */
+static int64_t one_pass(struct vcpu *v, int64_t t, int64_t *c, int64_t horizon,
+                        enum pass_end *end)
 {
     const struct km_params *p = v->p;
     const int n = p->n_checks;
-    const int64_t t0 = t;
-    int64_t event_ns = 0;
-    uint64_t raised = 0;                        /* bits this pass's handlers raised */
-    apply_host(v, t, c, false);
-    v->req_immediate_exit = false;
-    int pos = v->requests ? 0 : n - 1;          /* if (kvm_request_pending(vcpu)) { ... } */
-    for (;;) {
+    int pos;
+    uint64_t raised;                            /* bits this pass's handlers raised */
+    int64_t t0, event_ns;
+    bool late;
+    if (v->ps_active) {
+        v->ps_active = false;
+        pos = v->ps_pos;
+        raised = v->ps_raised;
+        t0 = v->ps_t0;
+        event_ns = v->ps_event_ns;
+        late = v->ps_late;
+    } else {
+        apply_host(v, t, c, false);
+        v->req_immediate_exit = false;
+        pos = v->requests ? 0 : n - 1;          /* if (kvm_request_pending(vcpu)) { ... } */
+        raised = 0;
+        t0 = t;
+        event_ns = 0;
+        late = false;
+    }
+    while (!late) {
         uint64_t mask = pending_positions(v, pos);
         int r = mask ? ctz(mask) : n;
         int64_t t_r = t + (r - pos) * p->cost_check;
         int64_t ta = next_host(v);
+        if (t >= horizon || min64(ta, t_r) >= horizon) {
+            v->ps_active = true;
+            v->ps_late = false;
+            v->ps_pos = pos;
+            v->ps_raised = raised;
+            v->ps_t0 = t0;
+            v->ps_event_ns = event_ns;
+            *end = SUSPENDED;
+            return t;
+        }
         if (ta <= t_r) {                        /* lands among the checks before r */
             if (ta > t && p->cost_check) {
                 int64_t passed = (ta - t + p->cost_check - 1) / p->cost_check;
@@ -858,6 +1074,9 @@ static int64_t one_pass(struct vcpu *v, int64_t t, int64_t *c, bool *entered)
         }
         if (r == n) {
             t = t_r;
+            c[KM_NS_REQUESTS] += t - t0 - event_ns;
+            c[KM_NS_EVENT] += event_ns;
+            late = true;
             break;
         }
         int bit = p->order[r];
@@ -872,9 +1091,18 @@ static int64_t one_pass(struct vcpu *v, int64_t t, int64_t *c, bool *entered)
         handle(v, bit, c);
         raised = (raised & ~BIT(bit)) | (v->requests & ~before);
     }
-    c[KM_NS_REQUESTS] += t - t0 - event_ns;
-    c[KM_NS_EVENT] += event_ns;
-    t += p->cost_state_load;                    /* kvm_mmu_reload .. IN_GUEST_MODE */
+    /* kvm_mmu_reload .. vcpu->mode = IN_GUEST_MODE .. kvm_vcpu_exit_request() */
+    if (t + p->cost_state_load >= horizon) {
+        v->ps_active = true;
+        v->ps_late = true;
+        v->ps_pos = pos;
+        v->ps_raised = raised;
+        v->ps_t0 = t0;
+        v->ps_event_ns = event_ns;
+        *end = SUSPENDED;
+        return t;
+    }
+    t += p->cost_state_load;
     c[KM_NS_STATE_LOAD] += p->cost_state_load;
     v->mode = IN_GUEST_MODE;
     apply_host(v, t, c, false);
@@ -894,7 +1122,7 @@ static int64_t one_pass(struct vcpu *v, int64_t t, int64_t *c, bool *entered)
         if (v->entry_event != ENTRY_NONE || v->req_immediate_exit)
             v->requests |= BIT(KVM_REQ_EVENT);
         v->entry_event = ENTRY_NONE;
-        *entered = false;
+        *end = CANCELLED;
         return vcpu_run_tail(v, t, c);
     }
     if (v->req_immediate_exit)                  /* after the late check: no cancel */
@@ -904,7 +1132,7 @@ static int64_t one_pass(struct vcpu *v, int64_t t, int64_t *c, bool *entered)
     c[KM_NS_VMENTER] += p->cost_vmenter;
     c[KM_VMENTERS]++;
     enter(v, t, c);
-    *entered = true;
+    *end = ENTERED;
     return t;
 }
 
@@ -913,7 +1141,8 @@ static enum outcome vm_exit(struct vcpu *v, int64_t *t_io, int64_t *c)
 {
     const struct km_params *p = v->p;
     int64_t t = *t_io;
-    /* a kick, or req_immediate_exit, makes this exit a full one */
+    /* a kick, or req_immediate_exit, makes this exit a full one (and interrupts a HLT the
+     * guest had not reached) */
     v->exit_fast = false;
     v->exit_slow = v->mode == EXITING_GUEST_MODE || v->next_kick <= t || v->immediate_exit;
     v->exit_t = t;
@@ -944,10 +1173,8 @@ static enum outcome vm_exit(struct vcpu *v, int64_t *t_io, int64_t *c)
         *t_io = t;
         return REENTERED;
     }
-    *t_io = t = vcpu_run_tail(v, t, c);
-    if (halt && !runnable(v))                   /* vcpu_block -> kvm_vcpu_halt */
-        return HALTED;
-    return PASS;
+    *t_io = vcpu_run_tail(v, t, c);
+    return halt ? HALTED : PASS;
 }
 
 /* Passes of vcpu_run's loop from pass_at until a VM-Enter completes (true), or until
@@ -955,15 +1182,20 @@ static enum outcome vm_exit(struct vcpu *v, int64_t *t_io, int64_t *c)
 static bool passes(struct vcpu *v, int64_t *until)
 {
     int64_t t = v->pass_at;
-    bool entered;
+    /* a coupled run stops every pass at `until`: an IPI may still arrive after it */
+    int64_t horizon = v->p->coupled ? *until : NEVER;
+    enum pass_end end;
     while (t < *until) {
-        t = one_pass(v, t, row_at(v, t), &entered);
-        if (entered) {
+        /* the counts of a pass go to the interval it started in */
+        t = one_pass(v, t, row_at(v, v->ps_active ? v->ps_t0 : t), horizon, &end);
+        if (end == ENTERED) {
             v->in_host = false;
             return true;
         }
+        if (end == SUSPENDED)
+            break;
         if (v->requests & v->p->unconsumable) {
-            v->stop = KM_UNCONSUMABLE;
+            v->vm->stop = KM_UNCONSUMABLE;
             *until = t;
         }
     }
@@ -981,12 +1213,30 @@ static inline int64_t next_hv_timer(const struct vcpu *v)
     return t;
 }
 
-/* Blocked in kvm_vcpu_block(): host arrivals may wake it. False when `until` comes first;
- * true once it is runnable again (the next pass is then due at pass_at). */
+/* After HLT: kvm_vcpu_halt -> kvm_vcpu_check_block with what has arrived by then (runnable:
+ * the next pass at once); else blocked in kvm_vcpu_block(), where host arrivals may wake it.
+ * False when `until` comes first; true once it is runnable again (the next pass is then due
+ * at pass_at). */
 static bool blocked(struct vcpu *v, int64_t until)
 {
+    if (!v->halt_checked) {
+        int64_t t = v->halt_since;
+        if (t >= until)
+            return false;
+        int64_t *c = row_at(v, t);
+        apply_host(v, t, c, false);
+        v->halt_checked = true;
+        v->halt_since += halted_work(v, c);
+        if (runnable(v)) {
+            v->halted = false;
+            v->pass_at = v->halt_since;
+            v->in_host = true;
+            return true;
+        }
+    }
     for (;;) {
-        int64_t t = min64(next_host(v), next_hv_timer(v));
+        /* (a timer due while the HLT exit was handled fires as the block starts) */
+        int64_t t = max64(min64(next_host(v), next_hv_timer(v)), v->halt_since);
         if (t >= until) {
             add_span(v, KM_NS_HALTED, v->halt_since, until);
             v->halt_since = max64(v->halt_since, until);
@@ -1003,9 +1253,10 @@ static bool blocked(struct vcpu *v, int64_t until)
                 arrive(v, KM_SRC_TIMER, 0, 1, c);
             }
         }
+        v->halt_since += halted_work(v, c);
         if (runnable(v)) {
             v->halted = false;
-            v->pass_at = vcpu_run_tail(v, t, c);
+            v->pass_at = vcpu_run_tail(v, v->halt_since, c);
             v->in_host = true;
             return true;
         }
@@ -1045,6 +1296,7 @@ static void vcpu_run(struct vcpu *v, int64_t until)
                 v->in_host = true;
             } else if (out == HALTED) {
                 v->halted = true;
+                v->halt_checked = false;
                 v->halt_since = t;
             }
         } else {
@@ -1054,11 +1306,48 @@ static void vcpu_run(struct vcpu *v, int64_t until)
     v->now = until;
 }
 
+/* vCPUs that send each other IPIs, in one time order: conservative lookahead. A vCPU may
+ * run to the earliest time another can still send plus cost_ipi: nothing can then reach it
+ * in its past. Each round moves the earliest sender past its send. */
+static void run_coupled(struct vm *vm, int64_t until)
+{
+    const int64_t cost_ipi = vm->vcpus[0].p->cost_ipi;
+    for (;;) {
+        int first = 0;
+        int64_t best = NEVER, second = NEVER;
+        for (int i = 0; i < vm->n_vcpus; i++) {
+            int64_t send = next_send(&vm->vcpus[i]);
+            if (send < best) {
+                second = best;
+                best = send;
+                first = i;
+            } else if (send < second) {
+                second = send;
+            }
+        }
+        bool done = true;
+        for (int i = 0; i < vm->n_vcpus; i++) {
+            struct vcpu *v = &vm->vcpus[i];
+            int64_t other = i == first ? second : best;
+            int64_t bound = other == NEVER ? until : min64(until, other + cost_ipi);
+            if (bound > v->now) {
+                vcpu_run(v, bound);
+                if (vm->stop != KM_DONE)
+                    return;
+            }
+            done = done && v->now >= until;
+        }
+        if (done)
+            return;
+    }
+}
+
 static void init_arrivals(struct arrivals *a, const struct km_source *s, bool posted)
 {
-    *a = (struct arrivals){.kind = s->kind, .dist = s->dist, .bit = s->bit, .posted = posted,
-                           .mean_ns = s->mean_ns, .period_ns = s->period_ns,
-                           .times = s->times, .n_times = s->n_times, .rng = s->rng};
+    *a = (struct arrivals){.kind = s->kind, .dist = s->dist, .bit = s->bit,
+                           .target = s->target, .posted = posted, .mean_ns = s->mean_ns,
+                           .period_ns = s->period_ns, .times = s->times,
+                           .n_times = s->n_times, .rng = s->rng};
     if (s->dist == KM_POISSON)
         a->next = after(0, random_standard_exponential(s->rng) * s->mean_ns);
     else if (s->dist == KM_PERIODIC)
@@ -1073,47 +1362,81 @@ int km_simulate(const struct km_params *p, int32_t n_vcpus, bitgen_t *const *exi
                 int64_t *nmis_outstanding)
 {
     int64_t until_ns = ends[n_ends - 1];
-    struct arrivals *arrivals = malloc(((size_t)n_sources + 1) * sizeof *arrivals);
-    if (!arrivals)
-        return -1;
     int64_t intervals = (until_ns + interval_ns - 1) / interval_ns;
-    int stop = KM_DONE;
-    for (int i = 0; i < n_vcpus && stop == KM_DONE; i++) {
-        struct vcpu v = {
-            .p = p, .mode = OUTSIDE_GUEST_MODE, .entry_event = ENTRY_NONE,
-            .pmi_nmi_at = NEVER, .last_pmi_t = NO_PMI_YET, .nmi_end = NEVER, .irq_end = NEVER,
-            .op_at = NEVER, .in_host = true, .guest_exit_at = NEVER, .exit_rng = exit_rngs[i],
+    struct vm vm = {.n_vcpus = n_vcpus, .stop = KM_DONE};
+    vm.vcpus = calloc((size_t)n_vcpus, sizeof *vm.vcpus);
+    struct arrivals *arrivals = malloc(((size_t)n_sources + 1) * sizeof *arrivals);
+    if (!vm.vcpus || !arrivals) {
+        free(vm.vcpus);
+        free(arrivals);
+        return KM_NOMEM;
+    }
+    struct arrivals *next = arrivals;
+    for (int i = 0; i < n_vcpus; i++) {
+        struct vcpu *v = &vm.vcpus[i];
+        *v = (struct vcpu){
+            .p = p, .vm = &vm, .index = i, .mode = OUTSIDE_GUEST_MODE,
+            .entry_event = ENTRY_NONE, .pmi_nmi_at = NEVER, .last_pmi_t = NO_PMI_YET,
+            .nmi_end = NEVER, .irq_end = NEVER, .op_at = NEVER, .in_host = true,
+            .guest_exit_at = NEVER, .exit_rng = exit_rngs[i],
             .counts = counts + i * intervals * KM_COLUMNS, .interval_ns = interval_ns,
-            .host = arrivals, .stop = KM_DONE,
         };
         /* this vCPU's sources: host-side first, then guest-side, each in plan order */
+        v->host = next;
         for (int j = 0; j < n_sources; j++)
             if (sources[j].vcpu == i && !sources[j].guest)
-                init_arrivals(&v.host[v.n_host++], &sources[j],
+                init_arrivals(&v->host[v->n_host++], &sources[j],
                               sources[j].kind == KM_SRC_IRQ && p->apicv);
-        v.guest = v.host + v.n_host;
+        v->guest = v->host + v->n_host;
         for (int j = 0; j < n_sources; j++)
             if (sources[j].vcpu == i && sources[j].guest)
-                init_arrivals(&v.guest[v.n_guest++], &sources[j], false);
-        update_next(&v);
-        for (int k = 0; k < n_ends && v.stop == KM_DONE; k++)
-            vcpu_run(&v, ends[k]);
-        nmis_outstanding[i] = v.nmi_queued + v.nmi_pending + v.nmi_injected + v.vnmi_pending;
-        stop = v.stop;
+                init_arrivals(&v->guest[v->n_guest++], &sources[j], false);
+        next = v->guest + v->n_guest;
+        update_next(v);
     }
+    if (p->coupled) {
+        for (int k = 0; k < n_ends && vm.stop == KM_DONE; k++)
+            run_coupled(&vm, ends[k]);
+    } else {
+        for (int i = 0; i < n_vcpus && vm.stop == KM_DONE; i++)
+            for (int k = 0; k < n_ends && vm.stop == KM_DONE; k++)
+                vcpu_run(&vm.vcpus[i], ends[k]);
+    }
+    for (int i = 0; i < n_vcpus; i++) {
+        struct vcpu *v = &vm.vcpus[i];
+        nmis_outstanding[i] = v->nmi_queued + v->nmi_pending + v->nmi_injected
+            + v->vnmi_pending;
+        free(v->in_kick.items);
+        free(v->in_posted.items);
+    }
+    free(vm.vcpus);
     free(arrivals);
-    return stop;
+    return vm.stop;
 }
 
-/* The layout of struct km_params, for the caller's ctypes mirror to check. */
-#define OFF(f) ((int64_t)offsetof(struct km_params, f))
+/* The layout of struct km_params and struct km_source, for the caller's ctypes mirror to
+ * check. */
+#define OFF(s, f) ((int64_t)offsetof(struct s, f))
 const int64_t km_params_size = sizeof(struct km_params);
 const int64_t km_param_offsets[] = {
-    OFF(n_checks), OFF(order), OFF(rank), OFF(handler_ns), OFF(raises), OFF(unconsumable),
-    OFF(n_noop), OFF(noop_bits), OFF(cost_vmexit), OFF(cost_vmenter), OFF(cost_check),
-    OFF(cost_state_load), OFF(cost_cancel), OFF(cost_task_work), OFF(lvtpc), OFF(automask),
-    OFF(pmi_irq_work), OFF(nmi_event_always), OFF(apicv), OFF(ipiv), OFF(vnmi),
-    OFF(iret_exits), OFF(idle_hlt), OFF(fastpath_reenter), OFF(pmi_ops_n), OFF(pmi_ops_pmu),
-    OFF(pmi_ops_lvtpc), OFF(amd_nmi_window_ns), OFF(pmi_skid_ns), OFF(nmi_handler_ns),
-    OFF(irq_handler_ns), OFF(guest_exit_mean_ns),
+    OFF(km_params, n_checks), OFF(km_params, order), OFF(km_params, rank),
+    OFF(km_params, handler_ns), OFF(km_params, raises), OFF(km_params, unconsumable),
+    OFF(km_params, n_noop), OFF(km_params, noop_bits), OFF(km_params, cost_vmexit),
+    OFF(km_params, cost_vmenter), OFF(km_params, cost_check), OFF(km_params, cost_state_load),
+    OFF(km_params, cost_cancel), OFF(km_params, cost_task_work), OFF(km_params, cost_ipi),
+    OFF(km_params, lvtpc), OFF(km_params, automask), OFF(km_params, pmi_irq_work),
+    OFF(km_params, pmu_request), OFF(km_params, nmi_event_always), OFF(km_params, apicv),
+    OFF(km_params, ipiv), OFF(km_params, vnmi), OFF(km_params, iret_exits),
+    OFF(km_params, idle_hlt), OFF(km_params, fastpath_reenter), OFF(km_params, coupled),
+    OFF(km_params, pmi_ops_n), OFF(km_params, pmi_ops_pmu), OFF(km_params, pmi_ops_lvtpc),
+    OFF(km_params, amd_nmi_window_ns), OFF(km_params, pmi_skid_ns),
+    OFF(km_params, nmi_handler_ns), OFF(km_params, irq_handler_ns),
+    OFF(km_params, guest_exit_mean_ns),
+};
+const int64_t km_source_size = sizeof(struct km_source);
+const int64_t km_source_offsets[] = {
+    OFF(km_source, vcpu), OFF(km_source, guest), OFF(km_source, kind), OFF(km_source, dist),
+    OFF(km_source, bit), OFF(km_source, target), OFF(km_source, mean_ns),
+    OFF(km_source, period_ns), OFF(km_source, start_ns), OFF(km_source, times),
+    OFF(km_source, n_times), OFF(km_source, rng),
 };
