@@ -645,7 +645,7 @@ cdef void apply_guest(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c) noe
             source_step(s)
     if v.hlt_due:
         hlt(v, p, c)
-    update_next(v, p)
+    v.next_kick = min64(v.next_kick, v.pmi_nmi_at)   # a host NMI now in flight
 
 cdef void apply_in_guest(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c,
                          tracing *tr) noexcept nogil:
