@@ -69,7 +69,10 @@ class KvmsimRun:
 def prepare(contender, scenario, order, duration, c_lib=None, seed=0):
     """One simulation by `contender`, set up but not run: call it, then .totals()."""
     engine = contender if contender in ("cython", "python") else "cython"
-    cfg = kvmsim.Config(order=order, workload=WORKLOADS[scenario], seed=seed, engine=engine)
+    # One thread: rounds are timed in the calling thread's CPU time, like the C contender's
+    # (test_scaling.py measures threads).
+    cfg = kvmsim.Config(order=order, workload=WORKLOADS[scenario], seed=seed, engine=engine,
+                        threads=1)
     if contender == "simpy":
         return SimPyRun(cfg, duration)
     if contender == "c":

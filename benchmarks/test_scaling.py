@@ -72,8 +72,21 @@ def test_memory_does_not_grow_with_duration(benchmark, tmp_path):
     assert big[0] >= 1_000_000_000
 
 
+def test_one_simulation_on_two_cores(benchmark):
+    """Config(threads=2) against threads=1 on spec2017-vtune's 8 independent vCPUs: the
+    speed-up, and the same counts."""
+    def run(threads):
+        return kvmsim.simulate(kvmsim.Config(workload="spec2017-vtune", threads=threads),
+                               duration=200.0)
+    one, serial = best_of(3, lambda: run(1))
+    parallel = benchmark.pedantic(run, args=(2,), rounds=3, iterations=1)
+    np.testing.assert_array_equal(parallel.counts, serial.counts)
+    if benchmark.stats:
+        benchmark.extra_info["speedup_2_threads_over_1"] = one / benchmark.stats.stats.min
+
+
 def test_two_threads_run_in_the_time_of_one(benchmark):
-    cfg = kvmsim.Config(order="linux-6.6", workload="spec2017-vtune")
+    cfg = kvmsim.Config(order="linux-6.6", workload="spec2017-vtune", threads=1)
     alone, expected = best_of(3, lambda: kvmsim.simulate(cfg, duration=200.0))
 
     def pair():

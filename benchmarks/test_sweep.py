@@ -18,7 +18,7 @@ from kvmsim import _sweep
 from kvmsim._sweep.run import run_batch
 
 # 24 runs, ~8 s on one thread: 8-vCPU runs ~8x the cost of 1-vCPU ones, so tasks are uneven.
-BASE = kvmsim.Config(workload="spec2017-vtune")
+BASE = kvmsim.Config(workload="spec2017-vtune", threads=1)
 GRID = {"order": ["linux-6.6", "linux-6.7"], "workload.vcpus": [1, 8]}
 SEEDS, DURATION = 6, 200.0
 EMPTY_TASKS = 400

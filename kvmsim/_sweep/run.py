@@ -36,7 +36,9 @@ def run_batch(version: str, runs: list[tuple[str, dict]], duration: float, stop=
     start = time.perf_counter()
     out = []
     for key, cfg in runs:
-        sim = Simulation(Config(**cfg), interval=duration)
+        # the sweep's runs already fill the cores: each in one thread unless it says more
+        sim = Simulation(Config(**{**cfg, "threads": cfg.get("threads") or 1}),
+                         interval=duration)
         sim.run(until=duration, on_slice=check if stop is not None else None)
         out.append((key, sim.result().totals))
     return out, time.perf_counter() - start
