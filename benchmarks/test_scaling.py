@@ -72,6 +72,35 @@ def test_memory_does_not_grow_with_duration(benchmark, tmp_path):
     assert big[0] >= 1_000_000_000
 
 
+STAT_CHILD = """
+import resource, subprocess, sys, time
+start = time.perf_counter()
+stat = subprocess.Popen([sys.executable, "-m", "kvmsim", "stat", *sys.argv[1:]],
+                        stdout=subprocess.PIPE, text=True)
+lines, first = 0, None
+for line in stat.stdout:
+    if not line.startswith("#"):
+        lines += 1
+        first = first or time.perf_counter() - start
+print(stat.wait(), lines, first, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def test_stat_streams_its_intervals(benchmark, tmp_path):
+    """`kvmsim stat -I` prints each interval as it completes and keeps none: the time to its
+    first line and its peak RSS, for 60,000 and 1,000,000 intervals."""
+    def stat(interval_ms, duration):
+        out = subprocess.run([sys.executable, "-c", STAT_CHILD, "-I", str(interval_ms),
+                              "--duration", str(duration)], check=True, capture_output=True,
+                             text=True, cwd=tmp_path).stdout.split()
+        assert int(out[0]) == 0 and int(out[1]) == duration * 1000 // interval_ms
+        return float(out[2]), int(out[3]) / 1024        # first line (s), peak RSS (MB)
+    first, rss = benchmark.pedantic(stat, args=(10, 600), rounds=1, iterations=1)
+    benchmark.extra_info["stat_I10_600s_first_line_s"] = first
+    benchmark.extra_info["stat_I10_600s_peak_rss_mb"] = rss
+    benchmark.extra_info["stat_I1_1000s_peak_rss_mb"] = stat(1, 1000)[1]
+
+
 def test_one_simulation_on_two_cores(benchmark):
     """Config(threads=2) against threads=1 on spec2017-vtune's 8 independent vCPUs: the
     speed-up, and the same counts."""

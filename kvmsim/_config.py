@@ -165,6 +165,12 @@ class Config(Validated):
                                       "none of the no-op requests "
                                       f"({', '.join(graph.NOOP_NAMES)})"))
         problems += resolve_host(self.host, self.vendor, self.switches)[1]
+        if any(s.kind == "emulated-pmi" for s in self.workload.sources) and \
+                profiles.version(self.profile.release) < (5, 16):
+            problems.append(("workload", f"{self.profile.name} does not count emulated "
+                                         "instructions (kvm_pmu_trigger_event first appears "
+                                         "between v5.16 and v6.1): drop the emulated-pmi "
+                                         "source or pick linux-6.1 or later"))
         if self.costs.ipi == 0 and any(ipi_target(s.kind) for s in self.workload.sources):
             problems.append(("costs.ipi", "0 ns; IPIs between vCPUs take at least 1 ns to "
                                           "arrive: the vCPUs run in one time order by it"))

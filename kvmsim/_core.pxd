@@ -115,6 +115,7 @@ ctypedef struct ks_vcpu:
     int64_t row_end
     ks_hook hook          # NULL: no trace
     void *hook_ctx
+    int64_t t_hook        # while a hook runs: its event's time (a post lands then)
     ks_ctx *ctx
 
 # A lock a thread may take again while it holds it (a trace hook posting during a run).
@@ -122,6 +123,7 @@ ctypedef struct ks_rlock:
     void *lock            # PyThread_type_lock
     unsigned long owner   # the thread that holds it (PyThread_get_thread_ident), or 0
     int32_t depth
+    int32_t waiting       # threads waiting for it (a run lets them in first)
 
 # One simulated VM: what every ks_* function takes.
 ctypedef struct ks_engine:

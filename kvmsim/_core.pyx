@@ -38,6 +38,9 @@ cdef extern from "pythread.h":
     unsigned long PyThread_get_thread_ident() noexcept nogil
     unsigned long PyThread_start_new_thread(void (*)(void *) noexcept nogil, void *) noexcept nogil
 
+cdef extern from "<sched.h>":
+    int sched_yield() noexcept nogil
+
 # --- sources ------------------------------------------------------------------------------
 cdef inline int64_t after(int64_t t, double gap) noexcept nogil:
     # t + gap, where a gap of KS_MAX_GAP_NS or more means NEVER (and cannot overflow int64)
@@ -176,7 +179,11 @@ cdef inline bint test_request(const ks_vcpu *v, int bit) noexcept nogil:
 
 cdef inline void hook(ks_vcpu *v, int64_t t, int32_t event, int64_t a,
                       int64_t b) noexcept nogil:
-    v.hook(v.hook_ctx, t, v.index, event, a, b)
+    # (a hook may remove itself); what it posts to this vCPU lands at t
+    if v.hook != NULL:
+        v.t_hook = t
+        v.hook(v.hook_ctx, t, v.index, event, a, b)
+        v.t_hook = 0
 
 cdef inline int64_t poll(ks_vcpu *v, int64_t t, int64_t until) noexcept nogil:
     # Every POLL_EVERY steps: stop at t (as a run to `until` = t would) when asked.
@@ -379,11 +386,14 @@ cdef inline bint hlt_exits(const ks_vcpu *v, const ks_params *p) noexcept nogil:
         return 1
     return not (p.idle_hlt and (v.irq_pending or v.vnmi_pending))
 
-cdef inline bint event_exits(const ks_vcpu *v, const ks_params *p, int kind) noexcept nogil:
+cdef inline bint event_exits(const ks_vcpu *v, const ks_params *p,
+                             const ks_source *s) noexcept nogil:
     # Whether a guest-side event makes a VM-exit. STI;HLT never does by itself: it becomes
-    # hlt_due, which decides once the rest of its instant has happened.
+    # hlt_due, which decides once the rest of its instant has happened. An IPI with a
+    # shorthand (ipi:all) is neither virtualised nor taken by the fastpath.
+    cdef int kind = s.kind
     if kind == SRC_IPI:
-        return not p.ipiv
+        return not p.ipiv or s.target == IPI_ALL
     if kind == SRC_IPI_SELF:
         return not p.apicv
     return kind != SRC_HLT
@@ -419,7 +429,7 @@ cdef inline int64_t next_guest_event(const ks_vcpu *v, const ks_params *p,
             when = max64(max64(v.guest[i].next_t, v.entry_t) + p.pmi_skid_ns, e)
         else:
             when = max64(v.guest[i].next_t, e)
-        t = earlier(t, exits, when, event_exits(v, p, v.guest[i].kind))
+        t = earlier(t, exits, when, event_exits(v, p, &v.guest[i]))
     t = earlier(t, exits, max64(v.guest_exit_at, e), 1)
     if v.immediate_exit or (v.nmi_window and not v.nmi_blocked) or (
             v.irq_window and allowed(v)):
@@ -603,8 +613,8 @@ cdef inline void guest_event(ks_vcpu *v, const ks_params *p, ks_source *s, int64
         v.exit_slow = 1
     elif kind == SRC_IPI:               # x2APIC ICR write, APIC_DM_FIXED
         send_ipi(v, p, s, t, c)
-        if not p.ipiv:                  # handle_fastpath_set_x2apic_icr_irqoff
-            if p.fastpath_reenter:
+        if event_exits(v, p, s):        # handle_fastpath_set_x2apic_icr_irqoff: no shorthand
+            if p.fastpath_reenter and s.target != IPI_ALL:
                 v.exit_fast = 1
             else:
                 v.exit_slow = 1
@@ -662,6 +672,8 @@ cdef void apply_in_guest(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c,
         s = &v.guest[i]
         if s.kind != SRC_IPI_SELF and s.kind != SRC_HLT and s.kind != SRC_IPI:
             continue
+        if event_exits(v, p, s) and s.kind != SRC_HLT:
+            continue                    # (its exit takes it)
         while s.next_t <= t:
             if s.kind == SRC_IPI_SELF:
                 accept_irq(v, p, 1, c)
@@ -953,7 +965,7 @@ cdef int exit_reason(const ks_vcpu *v, const ks_params *p, int64_t t) noexcept n
         return R_HLT
     for i in range(v.n_guest):
         kind = v.guest[i].kind
-        if not event_exits(v, p, kind):
+        if not event_exits(v, p, &v.guest[i]):
             continue
         # an overflow exits when its host NMI lands, pmi_skid later
         if max64(v.guest[i].next_t, v.entry_t) <= t - (p.pmi_skid_ns if kind == SRC_PMI else 0):
@@ -1193,9 +1205,20 @@ cdef void lock(ks_rlock *l) noexcept nogil:
     if atomic_load(&l.owner, RELAXED) == me:
         l.depth += 1
         return
+    fetch_add32(&l.waiting, 1, RELAXED)
     PyThread_acquire_lock(l.lock, 1)
+    fetch_add32(&l.waiting, -1, RELAXED)
     atomic_store(&l.owner, me, RELAXED)
     l.depth = 1
+
+cdef void lock_after_waiters(ks_rlock *l) noexcept nogil:
+    # A run takes the lock after the posts that wait for it (the lock itself is not fair):
+    # a thread that runs slice after slice would keep them out.
+    cdef int spins = 0
+    while load32(&l.waiting, RELAXED) > 0 and spins < 10000:
+        sched_yield()
+        spins += 1
+    lock(l)
 
 cdef void unlock(ks_rlock *l) noexcept nogil:
     l.depth -= 1
@@ -1220,20 +1243,22 @@ cdef int ks_post(ks_engine *e, int32_t vcpu, int32_t bit, int32_t and_kick) noex
 cdef int ks_inject(ks_engine *e, int32_t vcpu, int32_t kind, int64_t count) noexcept nogil:
     cdef ks_vcpu *v
     cdef int kicked
+    cdef int64_t at
     if bad_vcpu(e, vcpu) or count < 1 or not (kind == SRC_NMI or kind == SRC_IRQ
                                               or kind == SRC_PMI):
         return -1
     lock(&e.lock)
     v = &e.vcpus[vcpu]
+    at = max64(v.now, v.t_hook)             # from a trace hook: at its event
     if kind == SRC_NMI:                     # kvm_inject_nmi + kick
         v.ext_nmi += count
-        v.ext_nmi_at = min64(v.ext_nmi_at, v.now)
+        v.ext_nmi_at = min64(v.ext_nmi_at, at)
     elif kind == SRC_IRQ:                   # kvm_apic_set_irq: posted, or IRR + kick
         v.ext_irq += count
-        v.ext_irq_at = min64(v.ext_irq_at, v.now)
+        v.ext_irq_at = min64(v.ext_irq_at, at)
     else:                                   # kvm_perf_overflow: the host's NMI
         v.pmi_nmi_n += count
-        v.pmi_nmi_at = min64(v.pmi_nmi_at, v.now)
+        v.pmi_nmi_at = min64(v.pmi_nmi_at, at)
     update_next(v, e.params)
     kicked = 0 if kind == SRC_IRQ and e.params.apicv else kick(v)
     unlock(&e.lock)
@@ -1317,8 +1342,13 @@ cdef int run_locked(ks_engine *e, int64_t until, int64_t *counts, int64_t first,
     # A VM whose vCPUs send IPIs runs in one thread (conservative lookahead: its rounds
     # are cost_ipi long, too short to pay for a barrier), and so does a traced one.
     cdef int i
+    cdef ks_vcpu *v
     if until > 0 and (until - 1) // e.params.interval_ns - first >= n_intervals:
         return -1
+    for i in range(e.n_vcpus):              # nothing may count into an interval before first
+        v = &e.vcpus[i]
+        if (v.ps_t0 if v.ps_active else v.now) // e.params.interval_ns < first:
+            return -1
     e.ctx.stop = STOP_DONE
     for i in range(e.n_vcpus):
         e.vcpus[i].counts = counts + i * n_intervals * C_COLUMNS
@@ -1340,7 +1370,7 @@ cdef int ks_run(ks_engine *e, int64_t until, int64_t *counts, int64_t first,
     cdef int stop
     if counts == NULL or first < 0 or n_intervals < 1:
         return -1
-    lock(&e.lock)
+    lock_after_waiters(&e.lock)
     e.ctx.poll = NULL
     stop = run_locked(e, until, counts, first, n_intervals)
     unlock(&e.lock)
@@ -1540,7 +1570,7 @@ cdef class Engine:
         cdef int64_t *base = &counts[0, 0, 0]
         cdef int64_t n = counts.shape[1]
         with nogil:
-            lock(&self.c.lock)
+            lock_after_waiters(&self.c.lock)
         self._stop_event = stop_event
         self.ctx.poll = _py_poll
         self.ctx.poll_ctx = <void *>self

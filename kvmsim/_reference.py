@@ -140,6 +140,7 @@ class _VCpu:
         self.in_kick, self.in_posted = [], []
         self.budget = POLL_EVERY
         self.t_now = 0                    # time of the handler running (for trace hooks)
+        self.t_hook = 0                   # while a hook runs: its event's time
 
     # --- bookkeeping -------------------------------------------------------------------
     def _row(self, t):
@@ -182,7 +183,12 @@ class _VCpu:
         return t if self.e.stopping() else until
 
     def _hook(self, t, event, a=0, b=0):
-        self.e.hook(t, self.index, event, a, b)
+        # what the hook posts to this vCPU lands at t
+        hook = self.e.hook
+        if hook is not None:                       # (a hook may remove itself)
+            self.t_hook = t
+            hook(t, self.index, event, a, b)
+            self.t_hook = 0
 
     def _kick(self):
         """kvm_vcpu_kick: kvm_vcpu_exiting_guest_mode() cmpxchg IN_GUEST -> EXITING."""
@@ -321,11 +327,13 @@ class _VCpu:
             return True
         return not (self.p.idle_hlt and (self.irq_pending or self.vnmi_pending))
 
-    def _event_exits(self, kind):
+    def _event_exits(self, s):
         """Whether a guest-side event makes a VM-exit. STI;HLT never does by itself: it
-        becomes hlt_due, which decides once the rest of its instant has happened."""
+        becomes hlt_due, which decides once the rest of its instant has happened. An IPI
+        with a shorthand (ipi:all) is neither virtualised nor taken by the fastpath."""
+        kind = s.kind
         if kind == Src.IPI:
-            return not self.p.ipiv
+            return not self.p.ipiv or s.target == _spec.IPI_ALL
         if kind == Src.IPI_SELF:
             return not self.p.apicv
         return kind != Src.HLT
@@ -349,7 +357,7 @@ class _VCpu:
                 when = max(max(s.next_t, self.entry_t) + p.pmi_skid_ns, e)
             else:
                 when = max(s.next_t, e)
-            t, exits = _earlier(t, exits, when, self._event_exits(s.kind))
+            t, exits = _earlier(t, exits, when, self._event_exits(s))
         t, exits = _earlier(t, exits, max(self.guest_exit_at, e), True)
         if self.immediate_exit or (self.nmi_window and not self.nmi_blocked) or (
                 self.irq_window and self._allowed()):
@@ -496,8 +504,8 @@ class _VCpu:
             self.exit_slow = True
         elif kind == Src.IPI:                      # x2APIC ICR write, APIC_DM_FIXED
             self._send_ipi(s, t, c)
-            if not self.p.ipiv:                    # handle_fastpath_set_x2apic_icr_irqoff
-                if self.p.fastpath_reenter:
+            if self._event_exits(s):   # handle_fastpath_set_x2apic_icr_irqoff: no shorthand
+                if self.p.fastpath_reenter and s.target != _spec.IPI_ALL:
                     self.exit_fast = True
                 else:
                     self.exit_slow = True
@@ -563,6 +571,8 @@ class _VCpu:
         for s in self.guest:
             if s.kind not in (Src.IPI_SELF, Src.HLT, Src.IPI):
                 continue
+            if s.kind != Src.HLT and self._event_exits(s):
+                continue                           # (its exit takes it)
             while s.next_t <= t:
                 if s.kind == Src.IPI_SELF:
                     self._accept_irq(c)
@@ -853,7 +863,7 @@ class _VCpu:
         if self.hlt_due:
             return ExitReason.HLT
         for s in self.guest:
-            if not self._event_exits(s.kind):
+            if not self._event_exits(s):
                 continue
             # an overflow exits when its host NMI lands, pmi_skid later
             skid = self.p.pmi_skid_ns if s.kind == Src.PMI else 0
@@ -1118,15 +1128,16 @@ class Engine:
         or the host takes the NMI of a guest counter overflow (kvm_perf_overflow), at the
         vCPU's `now`. Returns whether the vCPU was kicked out of guest mode."""
         v = self._vcpu(vcpu)
+        at = max(v.now, v.t_hook)                  # from a trace hook: at its event
         if kind == Src.NMI:
             v.ext_nmi += count
-            v.ext_nmi_at = min(v.ext_nmi_at, v.now)
+            v.ext_nmi_at = min(v.ext_nmi_at, at)
         elif kind == Src.IRQ:
             v.ext_irq += count
-            v.ext_irq_at = min(v.ext_irq_at, v.now)
+            v.ext_irq_at = min(v.ext_irq_at, at)
         elif kind == Src.PMI:
             v.pmi_nmi_n += count
-            v.pmi_nmi_at = min(v.pmi_nmi_at, v.now)
+            v.pmi_nmi_at = min(v.pmi_nmi_at, at)
         else:
             raise ValueError(f"kind {kind} cannot be injected")
         return False if kind == Src.IRQ and self.p.apicv else v._kick()

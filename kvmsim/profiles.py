@@ -174,7 +174,7 @@ SWITCHES: tuple[Switch, ...] = (
 SWITCH: dict[str, Switch] = {s.name: s for s in SWITCHES}
 
 
-def _version(release: str) -> tuple[int, int]:
+def version(release: str) -> tuple[int, int]:
     """(major, minor) of "v6.6", "v6.1.192" or "v7.3-rc7"."""
     m = re.match(r"v(\d+)\.(\d+)", release)
     if not m:
@@ -184,15 +184,15 @@ def _version(release: str) -> tuple[int, int]:
 
 def _at(release: str) -> dict:
     """Every switch's value in a mainline release, from the switch histories."""
-    v = _version(release)
+    v = version(release)
     out = {}
     for s in SWITCHES:
         value = s.history[0][0]
         for val, c in s.history[1:]:
             first, _, last = c.release.partition("..")
-            if v >= _version(last or first):
+            if v >= version(last or first):
                 value = val
-            elif v >= _version(first):
+            elif v >= version(first):
                 raise ValueError(f"{s.name} in {release}: inside {c.release}, unknown")
         out[s.name] = value
     return out

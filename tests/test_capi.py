@@ -113,16 +113,17 @@ def test_posts_from_other_threads_during_a_run_are_never_lost(engine):
     for th in threads:
         th.start()
     go.set()
-    until = 0.0
-    while any(th.is_alive() for th in threads) or until == 0.0:
-        until += 0.002
-        sim.run(until=until)
+    ms = 0
+    while any(th.is_alive() for th in threads) or ms == 0:
+        ms += 2
+        sim.run(until=ms / 1000)
     for th in threads:
         th.join()
-    sim.run(until=until + 0.002)             # the last posts land at each vCPU's now
+    until = (ms + 2) / 1000
+    sim.run(until=until)                     # the last posts land at each vCPU's now
     t = sim.result().totals
     ticks = kvmsim.simulate(kvmsim.Config(workload=BUSY, engine=engine, seed=1),
-                            duration=until + 0.002).totals["irqs_raised"]
+                            duration=until).totals["irqs_raised"]
     assert t["nmis_queued"] == 8 * 200
     assert t["irqs_raised"] - ticks == 8 * 200
 
@@ -139,11 +140,30 @@ def test_c_level_posts_during_a_run_are_never_lost():
         done.set()
     th = threading.Thread(target=poster)
     th.start()
-    until = 0.0
+    ms = 0
     while not done.is_set():
-        until += 0.001
-        sim.run(until=until)
+        ms += 1
+        sim.run(until=ms / 1000)
     th.join()
-    sim.run(until=until + 0.001)
+    sim.run(until=(ms + 1) / 1000)
     assert sim.state(3)["nmi_queued"] == 0
     assert sim.result().per_vcpu["nmis_queued"].tolist() == [0, 0, 0, 500, 0, 0, 0, 0]
+
+
+def test_bad_arguments_at_the_api_edge():
+    ctypes_caller = runpy.run_path(str(EXAMPLES / "ctypes_caller.py"))
+    sim = kvmsim.Simulation(kvmsim.Config(workload=Workload(vcpus=2)), interval=0.001)
+    ks = ctypes_caller["api"](sim.engine)
+    counts = np.zeros((2, 1, ks.n_columns), dtype=np.int64)
+    buf = counts.ctypes.data_as(ctypes_caller["ctypes"].POINTER(ctypes_caller["i64"]))
+    assert ks.run(ks.engine, 1_000_000, buf, 0, 1) == _spec.Stop.DONE
+    before = counts.copy()
+    assert ks.post(ks.engine, 2, 3, 1) == -1 and ks.post(ks.engine, 0, 64, 1) == -1
+    assert ks.inject(ks.engine, 0, _spec.Src.TIMER, 1) == -1
+    assert ks.inject(ks.engine, 0, _spec.Src.NMI, 0) == -1
+    assert ks.next_event(ks.engine, -1) == -1 and ks.requests(ks.engine, 9) == 0
+    # a window that ends before `until`, or starts after where a vCPU stands
+    assert ks.run(ks.engine, 3_000_000, buf, 1, 1) == -1
+    assert ks.run(ks.engine, 2_000_000, buf, 2, 1) == -1
+    np.testing.assert_array_equal(counts, before)            # refused calls touch nothing
+    assert ks.now(ks.engine, 0) == ks.now(ks.engine, 1) == 1_000_000

@@ -53,7 +53,7 @@ def test_every_profile_is_accounted_for():
     assert set(TREE_VERSION) | set(NO_TREE) == set(PROFILES)
     assert not set(TREE_VERSION) & set(NO_TREE)
     assert profiles.NEWEST in MAINLINE and "-rc" not in profiles.NEWEST
-    newest = max(MAINLINE, key=lambda n: profiles._version(PROFILES[n].release))
+    newest = max(MAINLINE, key=lambda n: profiles.version(PROFILES[n].release))
     assert newest == "linux-7.3-rc7"    # newer than NEWEST, but not a release
 
 
@@ -73,7 +73,7 @@ def test_order_resolves(name):
 def test_nmi_pmi_order_follows_fad505b2cb83():
     for p in PROFILES.values():
         middle = [n for n in p.order if n in ("SMI", "NMI", "PMU", "PMI")]
-        new = profiles._version(p.release) >= (6, 7)
+        new = profiles.version(p.release) >= (6, 7)
         assert middle == (["PMU", "PMI", "SMI", "NMI"] if new else ["SMI", "NMI", "PMU", "PMI"])
 
 
@@ -131,7 +131,7 @@ def test_mainline_values():
 def test_stable_profiles_differ_from_their_release(name):
     p = PROFILES[name]
     base = PROFILES[name.removesuffix(".y")]
-    assert profiles._version(p.release) == profiles._version(base.release)
+    assert profiles.version(p.release) == profiles.version(base.release)
     assert p.behaviour != base.behaviour or p.order != base.order
     assert p.order == base.order           # so far only switches differ
 

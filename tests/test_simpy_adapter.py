@@ -62,3 +62,17 @@ def test_the_clock_must_start_at_zero():
     env = simpy.Environment(initial_time=1.0)
     with pytest.raises(ValueError, match="clock starts at 0"):
         VM(env, kvmsim.Config())
+
+
+def test_a_callback_may_post_to_the_vm():
+    env = simpy.Environment()
+    vm = VM(env, kvmsim.Config(workload=kvmsim.Workload(
+        vcpus=1, lvtpc="masked", sources=[kvmsim.Trace("exit", times=[0.001, 0.002])])))
+    posted = []
+
+    def on_exit(t, vcpu, event, a, b):
+        posted.append(env.now)
+        vm.inject(0, "nmi")                   # straight in, at the exit's time
+    vm.on_event(on_exit, events=["kvm_exit"])
+    env.run(until=0.003)
+    assert posted == [0.001, 0.002] and vm.result().totals["nmis_injected"] == 2

@@ -270,3 +270,24 @@ def test_threads_stop_together_on_a_request_no_check_clears():
     sim.engine.make_request(2, catalogue.bit_of("CLOCK_UPDATE"), True)
     with pytest.raises(RuntimeError, match="KVM_REQ_CLOCK_UPDATE pending"):
         sim.run(until=2e-3)
+
+
+def test_a_callback_may_remove_itself_and_post_at_its_event(engine):
+    # On the first VM-exit of vCPU 0 the callback injects an NMI there (it lands at the
+    # exit's time, as kvm_inject_nmi from that moment would) and removes itself.
+    wl = Workload(vcpus=2, lvtpc="masked",
+                  sources=[Trace("exit", times=[0.001, 0.002], vcpu=0)])
+    sim = kvmsim.Simulation(Config(workload=wl, engine=engine), interval=0.01)
+    seen = []
+
+    def callback(t, vcpu, event, a, b):
+        seen.append((t, vcpu, event))
+        sim.inject(0, "nmi")
+        sim.on_event(None)
+    sim.on_event(callback, events=["kvm_exit"])
+    sim.run(until=0.01)
+    assert seen == [(0.001, 0, "kvm_exit")]
+    t = sim.result().totals
+    assert t["nmis_queued"] == t["nmis_injected"] == 1 and t["vmexits"] == 2
+    with pytest.raises(ConfigError, match="unknown event 'kvm_exits'"):
+        sim.on_event(callback, events=["kvm_exits"])

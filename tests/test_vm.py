@@ -125,3 +125,19 @@ def test_ipis_need_a_latency():
     with pytest.raises(kvmsim.ConfigError) as e:
         kvmsim.Config(workload=ONE_IPI, costs=Costs(ipi=0))
     assert [p for p, _ in e.value.problems] == ["costs.ipi"]
+
+
+def test_a_shorthand_ipi_always_exits(sim):
+    # ipi:all is one ICR write with the ALL_BUT_SELF shorthand: not the fastpath's (it takes
+    # no shorthand), not virtualised by IPIv in the model.
+    wl = Workload(vcpus=3, lvtpc="masked", sources=[Trace("ipi:all", times=[MS], vcpu=0)])
+    got = per_vcpu(sim, wl, order="linux-7.2")
+    assert got["vmexits"] == [1, 0, 0] and "fastpath_exits" not in got
+    assert got["irqs_injected"] == [0, 1, 1]
+
+
+def test_emulated_instructions_need_a_kernel_that_counts_them():
+    wl = Workload(sources=[Trace("emulated-pmi", times=[MS])])
+    with pytest.raises(kvmsim.ConfigError, match="kvm_pmu_trigger_event"):
+        kvmsim.Config(order="linux-5.15", workload=wl)
+    kvmsim.Config(order="linux-6.1", workload=wl)

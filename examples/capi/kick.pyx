@@ -16,8 +16,10 @@ def post(Engine engine, int vcpu, int bit):
     """
     cdef ks_engine *e = &engine.c
     cdef int kicked
-    with nogil:
+    cdef bint pending
+    with nogil:                     # another thread's run may hold the lock (and need the GIL)
         kicked = ks_post(e, vcpu, bit, 1)
+        pending = ks_requests(e, vcpu) != 0
     if kicked < 0:
         raise ValueError(f"vcpu {vcpu} or bit {bit} out of range")
-    return bool(kicked), ks_requests(e, vcpu) != 0
+    return bool(kicked), bool(pending)
