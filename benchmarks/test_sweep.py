@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import kvmsim
-from kvmsim import _sweep
+from kvmsim import _sweep, _version
 from kvmsim._sweep.run import run_batch
 
 # 24 runs, ~8 s on one thread: 8-vCPU runs ~8x the cost of 1-vCPU ones, so tasks are uneven.
@@ -67,7 +67,7 @@ def per_task(executor, capacity: int) -> float:
     start, left, inflight = time.perf_counter(), EMPTY_TASKS, set()
     while left or inflight:
         while left and len(inflight) < 2 * capacity:
-            inflight.add(executor.submit(run_batch, kvmsim.__version__, [], DURATION))
+            inflight.add(executor.submit(run_batch, _version.model(), [], DURATION))
             left -= 1
         done, inflight = wait(inflight, return_when=FIRST_COMPLETED)
         for f in done:

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 import kvmsim
 from kvmsim._config import ORDER_HELP
-from kvmsim import ConfigError, _sweep
+from kvmsim import ConfigError, _sweep, _version
 from kvmsim._sweep import grid as _sweep_grid
 from kvmsim._sweep import points as _sweep_plan
 from kvmsim._sweep.run import run_batch
@@ -87,6 +87,17 @@ def test_paths_reach_fields_a_model_gains_later():
         _sweep_grid.walk(Root, data, _sweep_grid.parse_path("hosts[0].apicv"), None)
 
 
+def test_host_features_and_behaviour_switches_are_swept():
+    p = _sweep_plan.plan(ANCHOR, {"host.apicv": [True, False],
+                                  "behaviour.lvtpc_automask": ["all", "none"]})
+    got = [(c.host.apicv, c.behaviour) for c in configs(p)]
+    assert got == [(a, {"lvtpc_automask": m}) for a in (True, False) for m in ("all", "none")]
+    # and they reach the model: with LVTPC masked on delivery a PMI that comes before the
+    # guest's handler unmasks it is dropped (this seed has one in 50 ms); unmasked, none is
+    t = kvmsim.sweep(ANCHOR, {"behaviour.lvtpc_automask": ["all", "none"]}, duration=0.05)
+    assert list(t["pmis_dropped"]) == [1, 0]
+
+
 def test_bad_paths_and_values_are_reported_together_before_anything_runs():
     grid = {"host.apic": [True], "workload.vcpu": [1], "workload.sources[5].rate": [1.0],
             "workload.vcpus": [0, 2], "seed": [1], "order": ["linux-6.6", "nope"],
@@ -116,7 +127,22 @@ def test_points_that_collide_or_repeat_are_refused():
     # Two spellings of one config would be one run twice.
     with pytest.raises(ConfigError) as e:
         _sweep_plan.plan(ANCHOR, {"workload": ["anchor", kvmsim.Config(workload="anchor").workload]})
-    assert "give the same configuration" in e.value.problems[0][1]
+    assert "give the same runs" in e.value.problems[0][1]
+    # Threads and engine change how a run is computed, not its counts.
+    with pytest.raises(ConfigError) as e:
+        _sweep_plan.plan(ANCHOR, {"threads": [1, 2]})
+    assert e.value.problems == [("grid", "points 1 and 2 give the same runs (threads and "
+                                         "engine change no count)")]
+
+
+def test_run_keys_hash_the_model(monkeypatch):
+    # A run of another model (any change to the files that decide counts) is another run:
+    # a sweep file written by it is never resumed into this one.
+    before = [r.key for r in _sweep_plan.plan(ANCHOR, seeds=2).runs]
+    assert before == [r.key for r in _sweep_plan.plan(
+        ANCHOR.model_copy(update={"threads": 2}), seeds=2).runs]
+    monkeypatch.setattr(_version, "_digest", lambda: "another-model")
+    assert not set(before) & {r.key for r in _sweep_plan.plan(ANCHOR, seeds=2).runs}
 
 
 @pytest.mark.parametrize("path, text, value", [
@@ -556,7 +582,8 @@ def test_cluster_workers_must_run_this_kvmsim(client):
         client.run(set_version, kvmsim.__version__)
     problems = dict(e.value.problems)
     assert sorted(problems) == sorted([*(f"worker {a}" for a in client.nthreads()), "client"])
-    assert all(m == "has kvmsim '0.0.0-other'" for p, m in problems.items() if p != "client")
+    other = f"has kvmsim '0.0.0-other+model.{_version._digest()}'"
+    assert all(m == other for p, m in problems.items() if p != "client")
 
 
 @pytest.mark.timeout(300)

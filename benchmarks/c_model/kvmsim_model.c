@@ -467,12 +467,13 @@ static inline bool hlt_exits(const struct vcpu *v)
 }
 
 /* Whether a guest-side event makes a VM-exit. STI;HLT never does by itself: it becomes
- * hlt_due, which decides once the rest of its instant has happened. */
-static inline bool event_exits(const struct vcpu *v, int kind)
+ * hlt_due, which decides once the rest of its instant has happened. An IPI with a shorthand
+ * (ipi:all) is neither virtualised nor taken by the fastpath. */
+static inline bool event_exits(const struct vcpu *v, const struct arrivals *a)
 {
-    switch (kind) {
+    switch (a->kind) {
     case KM_SRC_IPI:
-        return !v->p->ipiv;
+        return !v->p->ipiv || a->target == KM_IPI_ALL;
     case KM_SRC_IPI_SELF:
         return !v->p->apicv;
     case KM_SRC_HLT:
@@ -522,7 +523,7 @@ static int64_t next_guest_event(const struct vcpu *v, bool *exits)
             when = max64(max64(a->next, v->entry_t) + p->pmi_skid_ns, e);
         else
             when = max64(a->next, e);
-        t = earlier(t, exits, when, event_exits(v, a->kind));
+        t = earlier(t, exits, when, event_exits(v, a));
     }
     t = earlier(t, exits, max64(v->guest_exit_at, e), true);
     if (v->immediate_exit || (v->nmi_window && !v->nmi_blocked)
@@ -725,8 +726,8 @@ static void guest_event(struct vcpu *v, struct arrivals *a, int64_t t, int64_t *
         break;
     case KM_SRC_IPI:                            /* x2APIC ICR write, APIC_DM_FIXED */
         send_ipi(v, a, t, c);
-        if (!p->ipiv) {                         /* handle_fastpath_set_x2apic_icr_irqoff */
-            if (p->fastpath_reenter)
+        if (event_exits(v, a)) {      /* handle_fastpath_set_x2apic_icr_irqoff: no shorthand */
+            if (p->fastpath_reenter && a->target != KM_IPI_ALL)
                 v->exit_fast = true;
             else
                 v->exit_slow = true;
@@ -810,6 +811,8 @@ static void apply_in_guest(struct vcpu *v, int64_t t, int64_t *c)
         struct arrivals *a = &v->guest[i];
         if (a->kind != KM_SRC_IPI_SELF && a->kind != KM_SRC_HLT && a->kind != KM_SRC_IPI)
             continue;
+        if (a->kind != KM_SRC_HLT && event_exits(v, a))
+            continue;                           /* (its exit takes it) */
         for (; a->next <= t; step(a)) {
             if (a->kind == KM_SRC_IPI_SELF)
                 accept_irq(v, 1, c);

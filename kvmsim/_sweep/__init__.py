@@ -14,7 +14,7 @@ from concurrent.futures import FIRST_COMPLETED, Executor, ThreadPoolExecutor, wa
 from contextlib import contextmanager
 
 from .._errors import ConfigError
-from .._version import __version__
+from .. import _version
 
 from .points import Plan, Run, plan
 from .run import run_batch, worker_version
@@ -42,14 +42,14 @@ def _is_dask(client) -> bool:
 
 
 def check_workers(client) -> None:
-    """Every dask worker imports the same kvmsim version as this process."""
+    """Every dask worker imports the same kvmsim version and model as this process."""
     answers = client.run(worker_version, on_error="return")
-    bad = [(addr, v) for addr, v in answers.items() if v != __version__]
+    bad = [(addr, v) for addr, v in answers.items() if v != _version.model()]
     if bad:
         raise ConfigError([(f"worker {addr}", f"has kvmsim {v!r}" if isinstance(v, str) else
                             f"cannot run kvmsim ({type(v).__name__}: {v})")
                            for addr, v in bad] +
-                          [("client", f"workers need kvmsim {__version__}, as here")])
+                          [("client", f"workers need kvmsim {_version.model()}, as here")])
 
 
 @contextmanager
@@ -173,7 +173,7 @@ def execute(plan: Plan, done: dict, store=None, client=None, progress: bool = Fa
     try:
         with _executor(client) as (ex, capacity, stop):
             def submit(batch):
-                return ex.submit(run_batch, __version__,
+                return ex.submit(run_batch, _version.model(),
                                  [(r.key, r.config) for r in batch], plan.duration, stop)
             _drive(todo, submit, capacity, on_rows)
     except KeyboardInterrupt:

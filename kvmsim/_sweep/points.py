@@ -16,14 +16,14 @@ from .._config import Config
 from .._errors import ConfigError
 from .. import _names
 from .._scenario import Scenario
-from .._version import __version__
+from .. import _version
 
 from . import grid as G
 
 
 @dataclass(frozen=True)
 class Run:
-    key: str              # hash of the run: config with its seed, duration, kvmsim version
+    key: str              # hash of the run: config with its seed, duration, kvmsim model
     point: int
     seed_index: int
     seed: int
@@ -46,9 +46,14 @@ def seed_ints(base_seed: int, n: int) -> list[int]:
     return [int(c.generate_state(1)[0]) for c in np.random.SeedSequence(base_seed).spawn(n)]
 
 
+# Fields that change how a run is computed, never its counts.
+NOT_IN_KEY = {"threads", "engine"}
+
+
 def _run_key(cfg: Config, duration: float) -> str:
-    text = json.dumps({"kvmsim": __version__, "duration": duration,
-                       "config": cfg.model_dump(mode="json")}, sort_keys=True)
+    text = json.dumps({"kvmsim": _version.model(), "duration": duration,
+                       "config": cfg.model_dump(mode="json", exclude=NOT_IN_KEY)},
+                      sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
@@ -193,7 +198,7 @@ def plan(base, grid: dict | None = None, seeds: int = 1, duration: float | None 
             cells = [", ".join(str(G.label(v)) for v in c) for c in (points[first[keys[0]]],
                                                                       combo)]
             problems.append(("grid", f"points {cells[0]} and {cells[1]} give the same "
-                                     "configuration"))
+                                     "runs (threads and engine change no count)"))
         first.setdefault(keys[0], p)
         runs += [Run(key, p, s, seed, c.model_dump())
                  for s, (key, seed, c) in enumerate(zip(keys, ints, cfgs))]

@@ -17,7 +17,7 @@ class Stopped(Exception):
 
 
 def worker_version() -> str:
-    return _version.__version__
+    return _version.model()
 
 
 def run_batch(version: str, runs: list[tuple[str, dict]], duration: float, stop=None):
@@ -25,8 +25,8 @@ def run_batch(version: str, runs: list[tuple[str, dict]], duration: float, stop=
 
     Returns ([(key, totals)], wall seconds spent running). `stop` (a threading.Event, local
     threads only) ends the batch within one slice of simulated time (Simulation.run)."""
-    if version != _version.__version__:
-        raise RuntimeError(f"this worker runs kvmsim {_version.__version__}, the sweep was "
+    if version != _version.model():
+        raise RuntimeError(f"this worker runs kvmsim {_version.model()}, the sweep was "
                            f"planned with kvmsim {version}: install the same version")
 
     def check(_now):
