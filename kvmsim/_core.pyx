@@ -1376,32 +1376,30 @@ cdef int ks_run(ks_engine *e, int64_t until, int64_t *counts, int64_t first,
     unlock(&e.lock)
     return stop
 
-cdef int ks_mode(ks_engine *e, int32_t vcpu) noexcept nogil:
-    cdef int mode
+cdef enum:
+    READ_MODE, READ_REQUESTS, READ_NOW
+
+cdef int64_t read_vcpu(ks_engine *e, int32_t vcpu, int what, int64_t bad) noexcept nogil:
+    # one field of a vCPU, read under the engine's lock; `bad` for a bad index
+    cdef int64_t out
+    cdef ks_vcpu *v
     if bad_vcpu(e, vcpu):
-        return -1
+        return bad
     lock(&e.lock)
-    mode = e.vcpus[vcpu].mode
+    v = &e.vcpus[vcpu]
+    out = v.mode if what == READ_MODE else (
+        <int64_t>v.requests if what == READ_REQUESTS else v.now)
     unlock(&e.lock)
-    return mode
+    return out
+
+cdef int ks_mode(ks_engine *e, int32_t vcpu) noexcept nogil:
+    return <int>read_vcpu(e, vcpu, READ_MODE, -1)
 
 cdef uint64_t ks_requests(ks_engine *e, int32_t vcpu) noexcept nogil:
-    cdef uint64_t requests
-    if bad_vcpu(e, vcpu):
-        return 0
-    lock(&e.lock)
-    requests = e.vcpus[vcpu].requests
-    unlock(&e.lock)
-    return requests
+    return <uint64_t>read_vcpu(e, vcpu, READ_REQUESTS, 0)
 
 cdef int64_t ks_now(ks_engine *e, int32_t vcpu) noexcept nogil:
-    cdef int64_t now
-    if bad_vcpu(e, vcpu):
-        return -1
-    lock(&e.lock)
-    now = e.vcpus[vcpu].now
-    unlock(&e.lock)
-    return now
+    return read_vcpu(e, vcpu, READ_NOW, -1)
 
 cdef int ks_set_hook(ks_engine *e, ks_hook hook, void *ctx) noexcept nogil:
     cdef int i
