@@ -1472,6 +1472,13 @@ cdef void _init_source(list keep, ks_source *s, sp, seed, bint posted):
         s.next_t = s.times[0] if s.ntimes else NEVER
 
 
+cdef bint _kicked(int kicked, str field, value, str why) except -1:
+    # ks_post's and ks_inject's answer: whether a kick was sent, or the argument they refused
+    if kicked < 0:
+        raise ValueError(f"{field} {value} {why}")
+    return kicked
+
+
 cdef class Engine:
     """Owns the C state of every vCPU (declared in _core.pxd); run() holds no GIL.
 
@@ -1592,9 +1599,7 @@ cdef class Engine:
         cdef int kicked
         with nogil:
             kicked = ks_post(&self.c, vcpu, bit, kick)
-        if kicked < 0:
-            raise ValueError(f"bit {bit} is outside 0..63")
-        return bool(kicked)
+        return _kicked(kicked, "bit", bit, "is outside 0..63")
 
     def inject(self, int vcpu, int kind, int64_t count=1):
         """Another CPU injects `count` NMIs or fixed IRQs (kvm_inject_nmi, kvm_apic_set_irq),
@@ -1604,9 +1609,7 @@ cdef class Engine:
         cdef int kicked
         with nogil:
             kicked = ks_inject(&self.c, vcpu, kind, count)
-        if kicked < 0:
-            raise ValueError(f"kind {kind} with count {count} cannot be injected")
-        return bool(kicked)
+        return _kicked(kicked, "kind", kind, f"with count {count} cannot be injected")
 
     def next_event(self, int vcpu):
         """When the vCPU next does something of its own (ns, >= its now); NEVER if never."""
