@@ -54,8 +54,9 @@ def _source_plans(cfg: Config, soft_timer: bool) -> list[SourcePlan]:
             kind = _spec.SRC_OF_KIND[s.kind]
         elif ipi is not None:
             kind, target = ipi
-        else:
-            kind, bit = Src.REQUEST, catalogue.bit_of(s.kind.partition(":")[2])
+        else:                                      # request:NAME, request-all:NAME
+            prefix, _, name = s.kind.partition(":")
+            kind, bit = _spec.FAMILY_OF[prefix].src, catalogue.bit_of(name)
         # The LAPIC timer on the VMX preemption timer fires in guest mode only; on a host
         # hrtimer it fires on the host CPU in any mode (apic_timer_expired).
         guest = kind in _spec.GUEST_SIDE or (kind == Src.TIMER and not soft_timer)
