@@ -14,6 +14,8 @@ from ._result import Result
 
 @dataclass(frozen=True)
 class BackEdge:
+    """An edge of the "may raise" graph whose target is checked at or before its source in an
+    order: src_pos and dst_pos are their check positions, `active` whether it fires."""
     edge: Edge
     src_pos: int
     dst_pos: int
@@ -44,6 +46,7 @@ def gates() -> list[str]:
 
 @dataclass(frozen=True)
 class Move:
+    """One check the optimizer moves: from position old_pos to new_pos, after `after`."""
     name: str
     old_pos: int
     new_pos: int
@@ -117,6 +120,8 @@ def _reinsert(order, kept, moved, must):
 
 @dataclass(frozen=True)
 class WhatIf:
+    """One row of what_if(): the cancelled VM-Enters per second with `request` pending at
+    kvm_vcpu_exit_request(), by path, and the handlers whose firing back edges raise it."""
     request: str
     async_per_s: float      # arrived from another CPU after its check
     backedge_per_s: float   # raised by a handler checked after it

@@ -26,6 +26,8 @@ RARE = {
 
 @dataclass(frozen=True)
 class Edge:
+    """src's handler may raise dst: the kernel call chain that does it, where it was read, the
+    conditions it needs, and what one firing is."""
     src: str
     dst: str
     via: str              # the kernel call chain that raises dst
