@@ -1,5 +1,6 @@
-"""Order analysis: back edges in a check order, the nearest order without them, and where
-a workload's cancelled VM-Enters come from. docs/analysis.md explains the method.
+"""Order analysis: back edges in a check order, the nearest order without them, where
+a workload's cancelled VM-Enters come from, and the order a kernel's x86.c checks
+(order_from_source). docs/analysis.md explains the method.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from . import catalogue
 from .graph import EDGES, MUST_PRECEDE, Context, Edge
 from ._result import Result
+from ._source_order import Check, SourceOrder, order_from_source
 
 
 @dataclass(frozen=True)
@@ -143,4 +145,5 @@ def what_if(result: Result) -> list[WhatIf]:
     return sorted(rows, key=lambda r: -(r.async_per_s + r.backedge_per_s))
 
 
-__all__ = ["BackEdge", "Move", "WhatIf", "back_edges", "gates", "optimize", "what_if"]
+__all__ = ["BackEdge", "Check", "Move", "SourceOrder", "WhatIf", "back_edges", "gates",
+           "optimize", "order_from_source", "what_if"]
