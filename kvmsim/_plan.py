@@ -13,7 +13,7 @@ import numpy as np
 from . import _spec, catalogue, graph
 from ._config import Config
 from ._limits import NS, times_to_ns, to_ns
-from ._spec import Dist, Handler, Lvtpc, Src
+from ._spec import Dist, Handler, Src
 from ._workload import Periodic, Poisson, ipi_target
 
 SHARED = 2**32 - 1        # spawn key of a stream every vCPU shares (request-all:NAME)
@@ -114,7 +114,7 @@ def build(cfg: Config, interval_ns: int) -> Plan:
                          if rank[b] == _spec.UNCHECKED and b != _spec.UNBLOCK_BIT),
         n_noop=len(noop), noop_bits=_fixed(noop),
         **{f"cost_{c.name}": getattr(costs, c.name) for c in _spec.COSTS if c.name != "handler"},
-        intel=int(intel), lvtpc=Lvtpc[wl.lvtpc.upper()],
+        intel=int(intel), lvtpc=_spec.LVTPC_OF[wl.lvtpc],
         automask=int(sw["lvtpc_automask"] == "all"
                      or (sw["lvtpc_automask"] == "intel" and intel)),
         pmi_irq_work=int(sw["pmi_delivery"] == "irq_work"),

@@ -15,6 +15,7 @@ from . import catalogue
 
 N_BITS = 64                      # u64 vcpu->requests (include/linux/kvm_host.h)
 NEVER = 2**63 - 1                # an arrival that never comes (INT64_MAX ns)
+NO_PMI_YET = -(2**62)            # when the guest last handled a PMI, before its first one
 MAX_GAP_NS = 2.0**62             # an exponential gap this long or longer means NEVER
 UNCHECKED = 255                  # rank of a bit that no check of the order consumes
 POLL_EVERY = 1 << 15             # loop steps between two looks for Ctrl-C or a stop
@@ -154,6 +155,9 @@ class Lvtpc(IntEnum):
     FIXED = 1
     SMI = 2
     MASKED = 3
+
+
+LVTPC_OF = {m.name.lower(): m for m in Lvtpc}        # Workload.lvtpc: "nmi", "fixed", ...
 
 
 class Mode(IntEnum):
@@ -420,4 +424,5 @@ def render_pxd(template: str) -> str:
     params = [(p.ctype.split("[")[0], p.name + ("[" + p.ctype.split("[")[1]
                                                  if "[" in p.ctype else ""), p.doc)
               for p in PARAMS]
-    return Tempita.sub(template, enums=enum_blocks, params=params, max_gap=repr(MAX_GAP_NS))
+    return Tempita.sub(template, enums=enum_blocks, params=params, max_gap=repr(MAX_GAP_NS),
+                       no_pmi_yet=f"INT64_C({NO_PMI_YET})")

@@ -110,12 +110,12 @@ class Workload(Validated):
                                    description="guest-initiated exits per second; guest runs "
                                                "are exponential")
     sources: list[Source] = Field(default_factory=list)
-    lvtpc: Literal["nmi", "fixed", "smi", "masked"] = Field(
+    lvtpc: Literal[tuple(_spec.LVTPC_OF)] = Field(  # type: ignore[valid-type]
         "nmi", description="LVTPC delivery mode the guest programs (VTune, perf: nmi)")
     nmi_handler: SecondsOrZero = Field(5e-6, le=1.0,
                                        description="guest NMI handler time until IRET, s")
     irq_handler: SecondsOrZero = Field(2e-6, le=1.0, description="guest IRQ handler time, s")
-    guest_pmu: Literal["intel", "amd-legacy", "amd-perfmon-v2"] | None = Field(
+    guest_pmu: Literal[tuple(_spec.GUEST_PMU_OF)] | None = Field(  # type: ignore[valid-type]
         None, description="the guest's perf PMI handler (arch/x86/events): how it treats "
                           "LVTPC and which PMU accesses exit; None: the vendor's (intel, or "
                           "amd-legacy)")

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import catalogue
+from . import _spec, catalogue
 
 # Conditions an edge may need. The first three are read off the configuration; the rest
 # are rare events the model does not simulate, so lint reports them without failing.
-LVTPC_MODES = ("nmi", "fixed", "smi", "masked")
+LVTPC_MODES = tuple(_spec.LVTPC_OF)
 RARE = {
     "retry": "the handler failed and retries",
     "shadow-paging": "TDP is off (shadow paging)",

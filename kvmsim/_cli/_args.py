@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .. import _names, profiles
+from .. import _names, _spec, profiles
 from .._config import Config, Host
 from .._errors import ConfigError
 from .._limits import MAX_SECONDS, to_ns
@@ -19,7 +19,6 @@ DEFAULT_ORDER = Config.model_fields["order"].default
 DEFAULT_WORKLOAD = Config.model_fields["workload"].default
 # Config fields a flag of the same name sets; --vcpus sets workload.vcpus, -I the interval.
 CONFIG_FLAGS = ("order", "workload", "seed", "engine", "vendor", "threads")
-GUEST_PMUS = ("intel", "amd-legacy", "amd-perfmon-v2")
 _ON, _OFF = ("on", "true", "yes", "1"), ("off", "false", "no", "0")
 
 
@@ -91,7 +90,7 @@ def add_run_flags(p: argparse.ArgumentParser, duration: float | None = None,
     flag("behaviour", "--behaviour", metavar="SWITCH=VALUE,...",
          help="override the profile's behaviour switches (`kvmsim orders --profiles`): " +
               ", ".join(profiles.SWITCH))
-    flag("guest_pmu", "--guest-pmu", choices=GUEST_PMUS,
+    flag("guest_pmu", "--guest-pmu", choices=tuple(_spec.GUEST_PMU_OF),
          help="the guest's perf PMI handler (default: the vendor's)")
     if interval:
         flag("interval", "-I", "--interval-print", dest="interval", type=float,
