@@ -2,20 +2,20 @@
 
 import os
 
-from . import profiles
+from . import profiles, spec
 from ._config import Config, Host
 from ._costs import Costs
 from ._errors import ConfigError
 from ._result import Counts, Result
 from ._scenario import Scenario
 from ._simulation import Intervals, Simulation, simulate
-from ._sweep import sweep
+from ._sweep import Interrupted, SweepFailed, sweep
 from ._version import __version__
 from ._workload import Periodic, Poisson, Trace, Workload
 
-__all__ = ["Config", "ConfigError", "Costs", "Counts", "Host", "Intervals", "Periodic", "Poisson",
-           "Result", "Scenario", "Simulation", "Trace", "Workload", "get_include", "profiles",
-           "simulate", "sweep"]
+__all__ = ["Config", "ConfigError", "Costs", "Counts", "Host", "Interrupted", "Intervals",
+           "Periodic", "Poisson", "Result", "Scenario", "Simulation", "SweepFailed", "Trace",
+           "Workload", "get_include", "profiles", "simulate", "spec", "sweep"]
 
 
 def get_include() -> str:

@@ -13,7 +13,7 @@ import numpy as np
 from . import _spec, catalogue, graph
 from ._config import Config
 from ._limits import NS, times_to_ns, to_ns
-from ._spec import Dist, Handler, Lvtpc, Src
+from ._spec import Dist, Handler, Src
 from ._workload import Periodic, Poisson, ipi_target
 
 SHARED = 2**32 - 1        # spawn key of a stream every vCPU shares (request-all:NAME)
@@ -54,8 +54,9 @@ def _source_plans(cfg: Config, soft_timer: bool) -> list[SourcePlan]:
             kind = _spec.SRC_OF_KIND[s.kind]
         elif ipi is not None:
             kind, target = ipi
-        else:
-            kind, bit = Src.REQUEST, catalogue.bit_of(s.kind.partition(":")[2])
+        else:                                      # request:NAME, request-all:NAME
+            prefix, _, name = s.kind.partition(":")
+            kind, bit = _spec.FAMILY_OF[prefix].src, catalogue.bit_of(name)
         # The LAPIC timer on the VMX preemption timer fires in guest mode only; on a host
         # hrtimer it fires on the host CPU in any mode (apic_timer_expired).
         guest = kind in _spec.GUEST_SIDE or (kind == Src.TIMER and not soft_timer)
@@ -113,7 +114,7 @@ def build(cfg: Config, interval_ns: int) -> Plan:
                          if rank[b] == _spec.UNCHECKED and b != _spec.UNBLOCK_BIT),
         n_noop=len(noop), noop_bits=_fixed(noop),
         **{f"cost_{c.name}": getattr(costs, c.name) for c in _spec.COSTS if c.name != "handler"},
-        intel=int(intel), lvtpc=Lvtpc[wl.lvtpc.upper()],
+        intel=int(intel), lvtpc=_spec.LVTPC_OF[wl.lvtpc],
         automask=int(sw["lvtpc_automask"] == "all"
                      or (sw["lvtpc_automask"] == "intel" and intel)),
         pmi_irq_work=int(sw["pmi_delivery"] == "irq_work"),

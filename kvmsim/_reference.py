@@ -14,8 +14,9 @@ import numpy as np
 
 from . import _spec
 from ._plan import Plan, SourcePlan, bit_generator
-from ._spec import (BIT_BASE, MAX_GAP_NS, NEVER, POLL_EVERY, SPECIAL_BITS, UNBLOCK_BIT, Dist,
-                    Entry, ExitReason, Handler, Lvtpc, Mode, Src, Stop, TraceEvent)
+from ._spec import (BIT_BASE, MAX_GAP_NS, NEVER, NO_PMI_YET, POLL_EVERY, SPECIAL_BITS,
+                    UNBLOCK_BIT, Dist, Entry, ExitReason, Handler, Lvtpc, Mode, Src, Stop,
+                    TraceEvent)
 
 EVENT_BIT, NMI_BIT, PMU_BIT, PMI_BIT, SMI_BIT = (SPECIAL_BITS[n] for n in
                                                  ("EVENT", "NMI", "PMU", "PMI", "SMI"))
@@ -28,7 +29,6 @@ PASS, REENTERED, HALTED = range(3)
 # How a pass ended: the guest runs, the entry was cancelled, or the pass stopped at the
 # horizon of a coupled run and goes on later (its state in _VCpu.ps).
 ENTERED, CANCELLED, SUSPENDED = range(3)
-NO_PMI_YET = -(2 ** 62)
 
 
 def _after(t: int, gap: float) -> int:

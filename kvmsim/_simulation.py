@@ -81,7 +81,8 @@ class Simulation:
 
     `keep` names the counters stored per interval and vCPU (default: all); totals per vCPU
     are always kept. Ctrl-C during run() raises KeyboardInterrupt with every vCPU stopped at
-    a consistent point; `now` is then the time all of them have reached.
+    a consistent point; `now` is then the time all of them have reached. `running` says
+    whether a run() is in progress (a callback of that run sees True).
     """
 
     def __init__(self, config: Config, interval: float = 1.0, *,
@@ -116,6 +117,12 @@ class Simulation:
     def now(self) -> float:
         """Simulated seconds every vCPU has reached."""
         return self.now_ns / NS
+
+    @property
+    def running(self) -> bool:
+        """Whether a run() is in progress, in this thread (an on_event, on_intervals or
+        on_slice callback of the run) or another."""
+        return self._runner is not None
 
     def run(self, until: float, on_intervals: Callable[[Intervals], None] | None = None,
             on_slice: Callable[[float], None] | None = None) -> None:

@@ -15,6 +15,7 @@ from . import catalogue
 
 N_BITS = 64                      # u64 vcpu->requests (include/linux/kvm_host.h)
 NEVER = 2**63 - 1                # an arrival that never comes (INT64_MAX ns)
+NO_PMI_YET = -(2**62)            # when the guest last handled a PMI, before its first one
 MAX_GAP_NS = 2.0**62             # an exponential gap this long or longer means NEVER
 UNCHECKED = 255                  # rank of a bit that no check of the order consumes
 POLL_EVERY = 1 << 15             # loop steps between two looks for Ctrl-C or a stop
@@ -39,16 +40,59 @@ class Src(IntEnum):
     IPI_NMI = 12       # ... an NMI IPI
 
 
-SRC_OF_KIND = {"exit": Src.EXIT, "pmi": Src.PMI, "emulated-pmi": Src.EMUL_PMI,
-               "nmi": Src.NMI, "irq": Src.IRQ, "request:noop": Src.REQUEST_NOOP,
-               "timer": Src.TIMER, "hlt": Src.HLT, "ipi:self": Src.IPI_SELF,
-               "task-work": Src.TASK_WORK}
-GUEST_SIDE = {Src.EXIT, Src.PMI, Src.EMUL_PMI, Src.HLT, Src.IPI_SELF, Src.IPI,
-              Src.IPI_NMI}                                      # TIMER: per host
 # An IPI's target (SourcePlan.target): a vCPU, or one of these.
 IPI_ANY = -1                     # another vCPU, uniformly, each time
 IPI_ALL = -2                     # every other vCPU (a broadcast: the ALL_BUT_SELF shorthand)
-IPI_KINDS = {"ipi": Src.IPI, "ipi-nmi": Src.IPI_NMI}   # "ipi:N", "ipi:any", "ipi-nmi:all"
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A source kind a Workload's sources name: its Src code, which side it acts on, what
+    one arrival posts, and how the "allowed:" list of an error message shows it."""
+    name: str                # "pmi"; for a family, the part before ":" ("ipi", "request")
+    src: Src
+    raises: tuple[str, ...] | None   # requests one arrival posts; None: the one it names
+    help: str = ""           # in "allowed:" lists; "": 'name'
+    guest: bool = False      # acts only while the guest runs (TIMER: per host, _plan.py)
+    family: str = ""         # "target": name:N, name:any, name:all (an IPI's target vCPU);
+    #                          "request": name:NAME (a request from `kvmsim orders`)
+
+    @property
+    def allowed(self) -> str:
+        """How an "allowed:" list shows the kind."""
+        return self.help or f"'{self.name}'"
+
+
+# Every source kind, in the order "allowed:" lists them. A kind's rule is in each engine
+# (docs/architecture.md, "Where to add things").
+KINDS: tuple[Kind, ...] = (
+    Kind("pmi", Src.PMI, ("PMI", "PMU"), guest=True),   # kvm_perf_overflow
+    Kind("emulated-pmi", Src.EMUL_PMI, ("PMU",), guest=True),   # kvm_pmu_trigger_event
+    Kind("nmi", Src.NMI, ("NMI",)),                     # kvm_inject_nmi
+    Kind("irq", Src.IRQ, ("EVENT",)),                   # kvm_apic_set_irq
+    Kind("timer", Src.TIMER, ("EVENT",)),               # apic_timer_expired
+    Kind("exit", Src.EXIT, (), guest=True),
+    Kind("hlt", Src.HLT, (), guest=True),
+    Kind("ipi:self", Src.IPI_SELF, ("EVENT",), guest=True),
+    Kind("ipi", Src.IPI, ("EVENT",), "'ipi:N', 'ipi:any', 'ipi:all'", guest=True,
+         family="target"),
+    Kind("ipi-nmi", Src.IPI_NMI, ("NMI",), "'ipi-nmi:N' (or :any, :all)", guest=True,
+         family="target"),
+    Kind("task-work", Src.TASK_WORK, ()),
+    Kind("request", Src.REQUEST, None, "'request:NAME' (NAME from `kvmsim orders`)",
+         family="request"),
+    Kind("request-all", Src.REQUEST, None, "'request-all:NAME' (one request to every vCPU "
+         "at once: kvm_make_all_cpus_request)", family="request"),
+    # posts only no-op requests the order checks (_plan.py)
+    Kind("request:noop", Src.REQUEST_NOOP, (), "'request:noop' (a no-op request the order "
+         "checks, chosen uniformly per arrival)"),
+)
+KIND_OF = {k.name: k for k in KINDS if not k.family}            # "pmi", "ipi:self", ...
+FAMILY_OF = {k.name: k for k in KINDS if k.family}              # "ipi", "request", ...
+KIND_HELP = ", ".join(k.allowed for k in KINDS[:-1]) + f" or {KINDS[-1].allowed}"
+SRC_OF_KIND = {name: k.src for name, k in KIND_OF.items()}
+GUEST_SIDE = {k.src for k in KINDS if k.guest}
+IPI_KINDS = {name: k.src for name, k in FAMILY_OF.items() if k.family == "target"}
 
 
 class GuestPmu(IntEnum):
@@ -111,6 +155,9 @@ class Lvtpc(IntEnum):
     FIXED = 1
     SMI = 2
     MASKED = 3
+
+
+LVTPC_OF = {m.name.lower(): m for m in Lvtpc}        # Workload.lvtpc: "nmi", "fixed", ...
 
 
 class Mode(IntEnum):
@@ -377,4 +424,5 @@ def render_pxd(template: str) -> str:
     params = [(p.ctype.split("[")[0], p.name + ("[" + p.ctype.split("[")[1]
                                                  if "[" in p.ctype else ""), p.doc)
               for p in PARAMS]
-    return Tempita.sub(template, enums=enum_blocks, params=params, max_gap=repr(MAX_GAP_NS))
+    return Tempita.sub(template, enums=enum_blocks, params=params, max_gap=repr(MAX_GAP_NS),
+                       no_pmi_yet=f"INT64_C({NO_PMI_YET})")

@@ -13,13 +13,6 @@ from ._errors import ConfigError
 from ._limits import MAX_RATE, MAX_SECONDS, Seconds, SecondsOrZero, times_to_ns
 from ._validated import Validated
 
-KIND_HELP = ("'pmi', 'emulated-pmi', 'nmi', 'irq', 'timer', 'exit', 'hlt', 'ipi:self', "
-             "'ipi:N', 'ipi:any', 'ipi:all', 'ipi-nmi:N' (or :any, :all), 'task-work', "
-             "'request:NAME' (NAME from `kvmsim orders`), 'request-all:NAME' (one request to "
-             "every vCPU at once: kvm_make_all_cpus_request) or 'request:noop' (a no-op "
-             "request the order checks, chosen uniformly per arrival)")
-
-
 def ipi_target(kind: str) -> tuple[int, int] | None:
     """(Src, target) of "ipi:N", "ipi:any", "ipi-nmi:all", ...; None for another kind."""
     prefix, _, target = kind.partition(":")
@@ -34,20 +27,25 @@ def ipi_target(kind: str) -> tuple[int, int] | None:
     return _spec.IPI_KINDS[prefix], int(target)
 
 
+_REQUEST_PREFIXES = tuple(f"{name}:" for name, k in _spec.FAMILY_OF.items()
+                          if k.family == "request")
+
+
 def _check_kind(kind: str) -> str:
     if kind in _spec.SRC_OF_KIND:
         return kind
     if ipi_target(kind) is not None:
         return kind
-    if kind.startswith(("request:", "request-all:")):
+    if kind.startswith(_REQUEST_PREFIXES):
         prefix, _, name = kind.partition(":")
         if name in catalogue.NOT_CHECKED:
             raise ValueError(f"request {name!r} is never consumed by vcpu_enter_guest(), so "
                              "every VM-Enter would be cancelled; post a checked request")
         if name in catalogue.BY_NAME:
             return f"{prefix}:{catalogue.canonical(name)}"
-        raise ValueError(f"unknown request {name!r} in kind {kind!r}; allowed: {KIND_HELP}")
-    raise ValueError(f"unknown source kind {kind!r}; allowed: {KIND_HELP}")
+        raise ValueError(f"unknown request {name!r} in kind {kind!r}; "
+                         f"allowed: {_spec.KIND_HELP}")
+    raise ValueError(f"unknown source kind {kind!r}; allowed: {_spec.KIND_HELP}")
 
 
 class _Source(Validated):
@@ -112,12 +110,12 @@ class Workload(Validated):
                                    description="guest-initiated exits per second; guest runs "
                                                "are exponential")
     sources: list[Source] = Field(default_factory=list)
-    lvtpc: Literal["nmi", "fixed", "smi", "masked"] = Field(
+    lvtpc: Literal[tuple(_spec.LVTPC_OF)] = Field(  # type: ignore[valid-type]
         "nmi", description="LVTPC delivery mode the guest programs (VTune, perf: nmi)")
     nmi_handler: SecondsOrZero = Field(5e-6, le=1.0,
                                        description="guest NMI handler time until IRET, s")
     irq_handler: SecondsOrZero = Field(2e-6, le=1.0, description="guest IRQ handler time, s")
-    guest_pmu: Literal["intel", "amd-legacy", "amd-perfmon-v2"] | None = Field(
+    guest_pmu: Literal[tuple(_spec.GUEST_PMU_OF)] | None = Field(  # type: ignore[valid-type]
         None, description="the guest's perf PMI handler (arch/x86/events): how it treats "
                           "LVTPC and which PMU accesses exit; None: the vendor's (intel, or "
                           "amd-legacy)")
@@ -157,20 +155,11 @@ class Workload(Validated):
         return set().union(*(raised_by(s.kind) for s in self.sources))
 
 
-# What an arrival of each kind posts directly; request:noop posts only no-op requests the
-# order checks (_plan.py).
-_RAISES = {"pmi": {"PMI", "PMU"}, "emulated-pmi": {"PMU"}, "nmi": {"NMI"}, "irq": {"EVENT"},
-           "exit": set(), "request:noop": set(), "timer": {"EVENT"}, "hlt": set(),
-           "ipi:self": {"EVENT"}, "task-work": set()}
-
-
 def raised_by(kind: str) -> set[str]:
     """Requests one arrival of `kind` posts (kvm_perf_overflow, kvm_inject_nmi, ...)."""
-    if kind in _RAISES:
-        return _RAISES[kind]
-    if (target := ipi_target(kind)) is not None:
-        return {"NMI"} if target[0] == _spec.Src.IPI_NMI else {"EVENT"}
-    return {kind.partition(":")[2]}
+    prefix, _, name = kind.partition(":")
+    declared = _spec.KIND_OF.get(kind) or _spec.FAMILY_OF[prefix]
+    return set(declared.raises) if declared.raises is not None else {name}
 
 
 def _spec2017_vtune(vcpus: int = 8, scale: float = 1.0) -> Workload:

@@ -1,5 +1,6 @@
-"""Order analysis: back edges in a check order, the nearest order without them, and where
-a workload's cancelled VM-Enters come from. docs/analysis.md explains the method.
+"""Order analysis: back edges in a check order, the nearest order without them, where
+a workload's cancelled VM-Enters come from, and the order a kernel's x86.c checks
+(order_from_source). docs/analysis.md explains the method.
 """
 
 from __future__ import annotations
@@ -10,10 +11,13 @@ from dataclasses import dataclass
 from . import catalogue
 from .graph import EDGES, MUST_PRECEDE, Context, Edge
 from ._result import Result
+from ._source_order import Check, SourceOrder, order_from_source
 
 
 @dataclass(frozen=True)
 class BackEdge:
+    """An edge of the "may raise" graph whose target is checked at or before its source in an
+    order: src_pos and dst_pos are their check positions, `active` whether it fires."""
     edge: Edge
     src_pos: int
     dst_pos: int
@@ -44,6 +48,7 @@ def gates() -> list[str]:
 
 @dataclass(frozen=True)
 class Move:
+    """One check the optimizer moves: from position old_pos to new_pos, after `after`."""
     name: str
     old_pos: int
     new_pos: int
@@ -117,6 +122,8 @@ def _reinsert(order, kept, moved, must):
 
 @dataclass(frozen=True)
 class WhatIf:
+    """One row of what_if(): the cancelled VM-Enters per second with `request` pending at
+    kvm_vcpu_exit_request(), by path, and the handlers whose firing back edges raise it."""
     request: str
     async_per_s: float      # arrived from another CPU after its check
     backedge_per_s: float   # raised by a handler checked after it
@@ -138,4 +145,5 @@ def what_if(result: Result) -> list[WhatIf]:
     return sorted(rows, key=lambda r: -(r.async_per_s + r.backedge_per_s))
 
 
-__all__ = ["BackEdge", "Move", "WhatIf", "back_edges", "gates", "optimize", "what_if"]
+__all__ = ["BackEdge", "Check", "Move", "SourceOrder", "WhatIf", "back_edges", "gates",
+           "optimize", "order_from_source", "what_if"]

@@ -14,6 +14,8 @@ ARCH_BASE = 8  # KVM_REQUEST_ARCH_BASE
 
 @dataclass(frozen=True)
 class Request:
+    """A KVM_REQ_* request: its name, its bit in vcpu->requests, the handler its check runs,
+    and the other names it has had."""
     name: str
     bit: int
     handler: str  # the kernel function vcpu_enter_guest() calls when the check fires

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import catalogue
+from . import _spec, catalogue
 
 # Conditions an edge may need. The first three are read off the configuration; the rest
 # are rare events the model does not simulate, so lint reports them without failing.
-LVTPC_MODES = ("nmi", "fixed", "smi", "masked")
+LVTPC_MODES = tuple(_spec.LVTPC_OF)
 RARE = {
     "retry": "the handler failed and retries",
     "shadow-paging": "TDP is off (shadow paging)",
@@ -26,6 +26,8 @@ RARE = {
 
 @dataclass(frozen=True)
 class Edge:
+    """src's handler may raise dst: the kernel call chain that does it, where it was read, the
+    conditions it needs, and what one firing is."""
     src: str
     dst: str
     via: str              # the kernel call chain that raises dst

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Citation:
+    """The commit that introduced a behaviour: id, subject, first release, and where it was
+    verified."""
     commit: str    # abbreviated commit id, "" when not identified
     subject: str   # the commit's subject line
     release: str   # first mainline release, "v6.6"; "v6.10..v6.12" when only bracketed
@@ -32,6 +34,8 @@ class Citation:
 
 @dataclass(frozen=True)
 class Switch:
+    """A behaviour switch of the kernel profiles: its values in historical order, what it
+    changes in KVM, and the commit behind each value."""
     name: str
     values: tuple          # in historical order
     doc: str               # what it changes in KVM: function and file
@@ -41,6 +45,8 @@ class Switch:
 
 @dataclass(frozen=True)
 class Profile:
+    """A kernel profile: a release's vcpu_enter_guest() check order, as read in a tree, and
+    the values of its behaviour switches."""
     name: str
     release: str                  # "v6.6"; a stable profile names its point release
     tree: str                     # the source read for the order, with line numbers

@@ -70,7 +70,7 @@ class VM:
     def _post(self, action):
         """Bring kvmsim to env.now, post there, and wake the VM's process. From a callback
         (kvmsim is running: env.now is the event's time) the post goes straight in."""
-        if self.sim._runner is None:
+        if not self.sim.running:
             self._to(round(self.env.now * NS))
         out = action()
         if not self._posted.triggered:

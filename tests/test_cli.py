@@ -561,6 +561,15 @@ def test_progress_bar_counts_plainly_and_leaves_the_screen_on_ctrl_c(tmp_path):
     assert re.search(rb"\r *\r?kvmsim stat: interrupted", tail), tail
 
 
+def test_lint_order_takes_the_run_flags_of_stat(cli):
+    # One definition of the run flags and one mapping of errors to flags (_cli/_args.py).
+    bad = ("--duration", "-1", "--seed", "-1", "--engine", "rust", "--behaviour", "x=1")
+    lint, stat = cli("lint-order", "linux-6.6", *bad), cli("stat", *bad)
+    assert lint.returncode == stat.returncode == 2
+    assert lint.stderr.replace("kvmsim lint-order:", "kvmsim stat:") == stat.stderr
+    assert stat.stderr.count("\n") == 4
+
+
 def test_lint_order_takes_the_host_from_vendor_profile_and_flags(cli):
     def head(*args):
         p = cli("lint-order", *args)

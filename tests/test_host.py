@@ -143,6 +143,13 @@ def test_host_check_unknown_case_exit_2(capsys):
     assert "--case: unknown case 'nope'" in err and "nmi-burst-1" in err
 
 
+def test_host_check_engine_is_the_run_flag(capsys):
+    # --engine is defined and checked where every command's is (_cli/_args.py).
+    assert cli.main(["host-check", "--engine", "rust"]) == 2
+    assert capsys.readouterr().err == ("kvmsim host-check: error: --engine: Input should be "
+                                       "'cython' or 'python' (got 'rust')\n")
+
+
 def test_unusable_kvm_exit_2(monkeypatch):
     from kvmsim._cli import host
     monkeypatch.setattr(host, "usable", lambda: "/dev/kvm is missing: test")

@@ -172,6 +172,17 @@ def test_two_threads_cannot_run_one_simulation():
     sim.run(until=601.0)                       # once it is done, runs go on
 
 
+def test_running_is_true_only_during_a_run(engine):
+    sim = kvmsim.Simulation(Config(workload="anchor", engine=engine), interval=1e-3)
+    seen = []
+    sim.on_event(lambda t, vcpu, event, a, b: seen.append(sim.running), events=["kvm_exit"])
+    assert not sim.running
+    sim.run(until=1e-3, on_slice=lambda now: seen.append(sim.running))
+    assert not sim.running and seen and all(seen)
+    with pytest.raises(AttributeError):
+        sim.running = True
+
+
 def test_requests_posted_from_another_thread_during_a_run_are_never_lost(engine):
     cfg = Config(order="linux-6.6", workload=Workload(vcpus=2, guest_exit_rate=1e4),
                  engine=engine)

@@ -1,4 +1,5 @@
-"""kvmsim.source_order: the request-check order of vcpu_enter_guest() read from x86.c.
+"""kvmsim.analysis.order_from_source: the request-check order of vcpu_enter_guest() read
+from x86.c.
 
 The files in tests/data/x86c/ are small C files written for these tests (no kernel source):
 each imitates the shape of one real arch/x86/kvm/x86.c (statement forms, helpers, #ifdef
@@ -19,7 +20,7 @@ from kvmsim import catalogue
 from kvmsim.analysis import back_edges
 from kvmsim._config import resolve_order
 from kvmsim.graph import Context
-from kvmsim._source_order import Check, SourceOrder, order_from_source
+from kvmsim.analysis import Check, SourceOrder, order_from_source
 
 DATA = Path(__file__).parent / "data" / "x86c"
 

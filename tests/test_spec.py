@@ -34,3 +34,12 @@ def test_costs_come_from_the_spec():
     assert [f for f in kvmsim.Costs.model_fields if f != "handlers"] == \
         [c.name for c in _spec.COSTS]
     assert kvmsim.Costs().vmexit == next(c.default_ns for c in _spec.COSTS if c.name == "vmexit")
+
+
+def test_every_source_code_is_declared_as_a_kind():
+    # A kind's name, side, requests and help are one record; the Workload reads them there.
+    assert {k.src for k in _spec.KINDS} == set(_spec.Src)
+    assert len({k.name for k in _spec.KINDS}) == len(_spec.KINDS)
+    for k in _spec.KINDS:
+        assert k.allowed in _spec.KIND_HELP
+        assert k.raises is None or all(r in _spec.catalogue.BY_NAME for r in k.raises)

@@ -9,7 +9,7 @@ import ctypes
 import numpy as np
 
 import kvmsim
-from kvmsim import _spec
+from kvmsim import spec
 
 i32, i64, u64, vp = ctypes.c_int32, ctypes.c_int64, ctypes.c_uint64, ctypes.c_void_p
 
@@ -33,9 +33,9 @@ def api(engine) -> KsApi:
     get = ctypes.pythonapi.PyCapsule_GetPointer
     get.restype, get.argtypes = vp, [ctypes.py_object, ctypes.c_char_p]
     ks = KsApi.from_address(get(engine.capsule, b"kvmsim.ks_api"))
-    if ks.abi_version != _spec.ABI_VERSION:
+    if ks.abi_version != spec.ABI_VERSION:
         raise RuntimeError(f"kvmsim C API version {ks.abi_version}, expected "
-                           f"{_spec.ABI_VERSION}")
+                           f"{spec.ABI_VERSION}")
     return ks
 
 
@@ -45,11 +45,11 @@ def main(until_ns: int = 2_000_000) -> np.ndarray:
     ks = api(sim.engine)
     counts = np.zeros((ks.n_vcpus, 1, ks.n_columns), dtype=np.int64)
     buf = counts.ctypes.data_as(ctypes.POINTER(i64))
-    assert ks.run(ks.engine, 1_000_000, buf, 0, 1) == _spec.Stop.DONE
-    kicked = ks.inject(ks.engine, 1, _spec.Src.NMI, 3)
-    assert ks.run(ks.engine, until_ns, buf, 0, 1) == _spec.Stop.DONE
+    assert ks.run(ks.engine, 1_000_000, buf, 0, 1) == spec.Stop.DONE
+    kicked = ks.inject(ks.engine, 1, spec.Src.NMI, 3)
+    assert ks.run(ks.engine, until_ns, buf, 0, 1) == spec.Stop.DONE
     print(f"kicked {kicked}; NMIs injected per vCPU "
-          f"{counts[:, 0, _spec.COLUMN['nmis_injected']].tolist()}")
+          f"{counts[:, 0, spec.COLUMN['nmis_injected']].tolist()}")
     return counts[:, 0]
 
 

@@ -15,7 +15,7 @@ from kvmsim._spec cimport C_COLUMNS, NEVER, SRC_NMI, STOP_DONE
 
 def drive(Engine engine, int64_t[:] times, int[:] targets, int64_t until):
     """At times[k] (ns) inject an NMI into vCPU targets[k]; then run to `until`. Returns
-    the counts, int64[vcpus, C_COLUMNS] (columns: kvmsim._spec.COLUMN), and how many of
+    the counts, int64[vcpus, C_COLUMNS] (columns: kvmsim.spec.COLUMN), and how many of
     kvmsim's own events the loop stepped through on the way."""
     cdef ks_engine *e = &engine.c
     cdef int64_t[:, :, ::1] counts = np.zeros((e.n_vcpus, 1, C_COLUMNS), dtype=np.int64)

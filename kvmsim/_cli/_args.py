@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .. import _names, profiles
+from .. import _names, _spec, profiles
 from .._config import Config, Host
 from .._errors import ConfigError
 from .._limits import MAX_SECONDS, to_ns
@@ -19,7 +19,6 @@ DEFAULT_ORDER = Config.model_fields["order"].default
 DEFAULT_WORKLOAD = Config.model_fields["workload"].default
 # Config fields a flag of the same name sets; --vcpus sets workload.vcpus, -I the interval.
 CONFIG_FLAGS = ("order", "workload", "seed", "engine", "vendor", "threads")
-GUEST_PMUS = ("intel", "amd-legacy", "amd-perfmon-v2")
 _ON, _OFF = ("on", "true", "yes", "1"), ("off", "false", "no", "0")
 
 
@@ -60,36 +59,44 @@ def _workload_dict(config: dict):
     return workload
 
 
-def add_run_flags(p: argparse.ArgumentParser, duration: float, interval: bool = True,
-                  order_flags: tuple[str, ...] = ("--order",)) -> None:
-    """Flags that describe a run; each overrides a scenario file (None: not given)."""
-    p.add_argument(*order_flags, dest="order", metavar="ORDER",
-                   help=f"kernel profile (`kvmsim orders --profiles`), NAME,NAME,...,EVENT, or "
-                        f"a kernel tree / x86.c to read the order from (default "
-                        f"{DEFAULT_ORDER})")
-    p.add_argument("--workload", help=f"workload preset: {', '.join(WORKLOADS)} "
-                                      f"(default {DEFAULT_WORKLOAD})")
-    p.add_argument("--vcpus", type=int, help="number of vCPUs (overrides the workload's)")
-    p.add_argument("--duration", type=float, metavar="SECONDS",
-                   help=f"simulated seconds (default {duration:g})")
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
-    p.add_argument("--engine", help="cython (default) or python: the same counts")
-    p.add_argument("--vendor", help="intel (default) or amd")
-    p.add_argument("--threads", type=int, metavar="N",
-                   help="threads to run independent vCPUs in (default: one per core; the "
-                        "counts do not change)")
-    p.add_argument("--host", metavar="FEATURE=on|off,...",
-                   help=f"host features: {', '.join(Host.model_fields)} (default: what the "
-                        "vendor's current CPU and the profile's KVM give)")
-    p.add_argument("--behaviour", metavar="SWITCH=VALUE,...",
-                   help="override the profile's behaviour switches (`kvmsim orders "
-                        "--profiles`): " + ", ".join(profiles.SWITCH))
-    p.add_argument("--guest-pmu", choices=GUEST_PMUS,
-                   help="the guest's perf PMI handler (default: the vendor's)")
+def add_run_flags(p: argparse.ArgumentParser, duration: float | None = None,
+                  interval: bool = True, order_flags: tuple[str, ...] = ("--order",),
+                  only: tuple[str, ...] | None = None,
+                  helps: dict[str, str] | None = None) -> None:
+    """Flags that describe a run; each overrides a scenario file (None: not given). No
+    `order_flags`: the command takes the order otherwise. `only`: just the flags with these
+    dest names (a command that builds its runs itself, such as host-check's --engine).
+    `helps`: a command's own help text of a flag, by dest name."""
+    def flag(dest: str, /, *names: str, **kwargs) -> None:
+        if names and (only is None or dest in only):
+            p.add_argument(*names, **{**kwargs, "help": (helps or {}).get(dest, kwargs["help"])})
+    flag("order", *order_flags, dest="order", metavar="ORDER",
+         help=f"kernel profile (`kvmsim orders --profiles`), NAME,NAME,...,EVENT, or a kernel "
+              f"tree / x86.c to read the order from (default {DEFAULT_ORDER})")
+    flag("workload", "--workload", help=f"workload preset: {', '.join(WORKLOADS)} "
+                                        f"(default {DEFAULT_WORKLOAD})")
+    flag("vcpus", "--vcpus", type=int, help="number of vCPUs (overrides the workload's)")
+    flag("duration", "--duration", type=float, metavar="SECONDS",
+         help=f"simulated seconds (default {duration:g})" if duration is not None else None)
+    flag("seed", "--seed", type=int, help="random seed (default 0)")
+    flag("engine", "--engine", help="cython (default) or python: the same counts")
+    flag("vendor", "--vendor", help="intel (default) or amd")
+    flag("threads", "--threads", type=int, metavar="N",
+         help="threads to run independent vCPUs in (default: one per core; the counts do "
+              "not change)")
+    flag("host", "--host", metavar="FEATURE=on|off,...",
+         help=f"host features: {', '.join(Host.model_fields)} (default: what the vendor's "
+              "current CPU and the profile's KVM give)")
+    flag("behaviour", "--behaviour", metavar="SWITCH=VALUE,...",
+         help="override the profile's behaviour switches (`kvmsim orders --profiles`): " +
+              ", ".join(profiles.SWITCH))
+    flag("guest_pmu", "--guest-pmu", choices=tuple(_spec.GUEST_PMU_OF),
+         help="the guest's perf PMI handler (default: the vendor's)")
     if interval:
-        p.add_argument("-I", "--interval-print", dest="interval", type=float, metavar="MSEC",
-                       help="print counts every MSEC milliseconds (default 10000)")
-    p.set_defaults(default_duration=duration)
+        flag("interval", "-I", "--interval-print", dest="interval", type=float,
+             metavar="MSEC", help="print counts every MSEC milliseconds (default 10000)")
+    if duration is not None:
+        p.set_defaults(default_duration=duration)
 
 
 def order_value(text: str) -> str | list[str]:
@@ -124,29 +131,36 @@ def flag_for(path: str, given: dict[str, str]) -> str:
     return given.get(top, path)
 
 
+def _config_flags(args, config: dict, given: dict[str, str]) -> None:
+    """Set the Config fields that flags of the same name give (but --order) in `config`,
+    and the flag of each in `given`."""
+    for name in CONFIG_FLAGS[1:]:
+        if getattr(args, name, None) is not None:
+            config[name], given[name] = getattr(args, name), f"--{name}"
+
+
 def scenario(args, problems: list, path: str | None = None, order: str | None = None,
-             order_flag: str = "--order") -> Scenario | None:
-    """The run a scenario file (or the defaults) and the flags describe. Problems, with the
-    flag or file line that caused them, are appended to `problems`: None then."""
+             order_flag: str = "--order", base: Scenario | None = None) -> Scenario | None:
+    """The run a scenario file (or `base`, or the defaults) and the flags describe. Problems,
+    with the flag or file line that caused them, are appended to `problems`: None then."""
     path = path if path is not None else getattr(args, "scenario", None)
     try:
-        base = Scenario.load(path) if path else Scenario(duration=args.default_duration)
+        if base is None:
+            base = Scenario.load(path) if path else Scenario(duration=args.default_duration)
     except ConfigError as e:
         problems += e.problems
         return None
     config = base.config.model_dump()
     given: dict[str, str] = {}
     bad = len(problems)
-    order = order if order is not None else args.order
+    order = order if order is not None else getattr(args, "order", None)
     if order is not None:
         given["order"] = order_flag
         try:
             config["order"] = order_value(order)
         except ConfigError as e:
             problems += [(order_flag, m) for _, m in e.problems]
-    for name in CONFIG_FLAGS[1:]:
-        if getattr(args, name, None) is not None:
-            config[name], given[name] = getattr(args, name), f"--{name}"
+    _config_flags(args, config, given)
     if getattr(args, "host", None) is not None:
         flags = pairs(args.host, "--host", problems, lambda k, v: onoff(v))
         config["host"], given["host"] = {**config["host"], **flags}, "--host"
@@ -177,6 +191,20 @@ def scenario(args, problems: list, path: str | None = None, order: str | None = 
         problems += [(flag_for(p, given), m) for p, m in e.problems]
         return None
     return built if len(problems) == bad else None
+
+
+def config(args, problems: list) -> Config | None:
+    """The default Config with the fields that flags of the same name give (but --order),
+    for a command that builds its runs itself (host-check's --engine). Problems, with their
+    flags, are appended to `problems`: None then."""
+    fields: dict = {}
+    given: dict[str, str] = {}
+    _config_flags(args, fields, given)
+    try:
+        return Config(**fields)
+    except ConfigError as e:
+        problems += [(flag_for(p, given), m) for p, m in e.problems]
+        return None
 
 
 def events(spec: str, problems: list, flag: str = "-e") -> list[str]:

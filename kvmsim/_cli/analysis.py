@@ -5,7 +5,6 @@ from __future__ import annotations
 from .. import analysis, catalogue, graph
 from .._config import Config, resolve_order
 from .._errors import ConfigError
-from .._limits import to_ns
 from .._scenario import Scenario
 from .._simulation import simulate
 from .._workload import Workload
@@ -35,14 +34,9 @@ def add(sub) -> None:
                                                       "file, or a kernel tree / x86.c")
     lint.add_argument("--lvtpc", choices=graph.LVTPC_MODES,
                       help="the guest's LVTPC delivery mode (default: the workload's, or nmi)")
-    lint.add_argument("--workload", help="measure each firing back edge on this workload")
-    lint.add_argument("--duration", type=float, default=10.0,
-                      help="simulated seconds when measuring (default %(default)s)")
-    lint.add_argument("--seed", type=int, default=0)
-    lint.add_argument("--vendor", help="intel (default) or amd")
-    lint.add_argument("--host", metavar="FEATURE=on|off,...",
-                      help="host features (APICv decides whether a fixed-mode PMI raises "
-                           "KVM_REQ_EVENT); default: the vendor's")
+    _args.add_run_flags(lint, duration=10.0, interval=False, order_flags=(), helps={
+        "workload": f"measure each firing back edge on this workload preset: "
+                    f"{', '.join(_args.WORKLOADS)} (default: lint only)"})
     lint.set_defaults(func=lint_order)
     for name, help_, flags, func in (
             ("optimize", "the nearest order without avoidable back edges, and its gain",
@@ -54,42 +48,29 @@ def add(sub) -> None:
         p.set_defaults(func=func, order_flag=flags[0])
 
 
-def _target(args):
-    """(label, config, whether a workload was given) from a profile, list, scenario file or
-    kernel source."""
+def _run(args, problems: list) -> tuple[str, Scenario | None, bool]:
+    """(label, the run, whether it has a workload to measure) that the ORDER (a profile,
+    list, scenario file or kernel source) and the run flags describe; the run is None when
+    they have problems (appended)."""
     if is_scenario(args.target):
-        return args.target, Scenario.load(args.target).config, True
+        return args.target, _args.scenario(args, problems, path=args.target), True
     try:
         order = _args.order_value(args.target)
         label = args.target if isinstance(order, str) else "order"
         resolve_order(order)
     except ValueError as e:
         raise ConfigError([("ORDER", str(e))]) from None
-    return label, Config(order=order, workload=Workload()), False
+    base = Scenario(config=Config(order=order, workload=Workload()),
+                    duration=args.default_duration)
+    return label, _args.scenario(args, problems, base=base), args.workload is not None
 
 
 def lint_order(args, out) -> int:
-    label, base, has_workload = _target(args)
     problems = []
-    data = base.model_dump()
-    if args.workload:
-        data["workload"], has_workload = args.workload, True
-    if args.vendor:
-        data["vendor"] = args.vendor
-    if args.host:
-        data["host"] = {**data["host"], **_args.pairs(args.host, "--host", problems,
-                                                     lambda k, v: _args.onoff(v))}
-    try:
-        to_ns(args.duration)
-    except ValueError as e:
-        problems.append(("--duration", str(e)))
-    try:
-        config = Config(**{**data, "seed": args.seed})
-    except ConfigError as e:
-        problems += [(f"--{p}" if p in ("workload", "vendor") else
-                      _args.flag_for(p, {"host": "--host"}), m) for p, m in e.problems]
+    label, scn, has_workload = _run(args, problems)
     if problems:
         raise ConfigError(problems)
+    config = scn.config
     order = config.check_order
     ctx = graph.Context.of(config)
     if args.lvtpc:
@@ -100,7 +81,7 @@ def lint_order(args, out) -> int:
         # Measure in the context linted: --lvtpc overrides the workload's mode.
         workload = config.workload.model_copy(update={"lvtpc": ctx.lvtpc})
         res = simulate(config.model_copy(update={"workload": workload}),
-                       duration=args.duration, keep=())
+                       duration=scn.duration, keep=())
         measured = (res, args.workload or label)
     print(f"# {label}: {len(order)} checks; LVTPC delivery mode {ctx.lvtpc.upper()}, "
           f"{config.vendor}, APICv {'on' if ctx.apicv else 'off'}", file=out)

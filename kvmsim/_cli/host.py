@@ -30,8 +30,7 @@ def add(subparsers) -> None:
     p.add_argument("-v", "--verbose", action="store_true",
                    help="also print what the kernel did: exits to user space by reason, "
                         "vCPU statistics, tracepoint counts, the guest's log")
-    p.add_argument("--engine", default="cython", help="kvmsim engine: cython (default) or "
-                                                     "python")
+    _args.add_run_flags(p, only=("engine",))
     p.set_defaults(func=cmd_host_check)
     c = subparsers.add_parser(
         "calibrate", help="measure this host's costs for a scenario file's [costs] table",
@@ -73,8 +72,10 @@ STATUS = {"agree": "yes", "pvm": "PVM", "host-only": "host", "DISAGREE": "NO"}
 
 
 def cmd_host_check(args, out) -> int:
-    if args.engine not in ("cython", "python"):
-        raise ConfigError([("--engine", f"{args.engine!r}; allowed: cython, python")])
+    problems = []
+    config = _args.config(args, problems)
+    if problems:
+        raise ConfigError(problems)
     cases = _selected(args.case)
     _main_thread_check()
     why = usable()
@@ -99,7 +100,7 @@ def cmd_host_check(args, out) -> int:
             tally["skipped"] = tally.get("skipped", 0) + 1
             continue
         try:
-            outcome = case.run(engine=args.engine)
+            outcome = case.run(engine=config.engine)
         except (HostError, OSError) as e:
             print(row.format(case.name, "(failed on the host)", "", "", str(e)), file=out)
             tally["failed"] = tally.get("failed", 0) + 1

@@ -56,6 +56,8 @@ class Script:
 
 @dataclass
 class Observation:
+    """One number a case compares: the host's value, the model's (None: the host's is
+    checked against `expected`), and for a vendor-dependent rule the value PVM's rule gives."""
     name: str
     host: object
     model: object
@@ -76,6 +78,8 @@ class Observation:
 
 @dataclass
 class Outcome:
+    """A case's result: its observations, what the kernel did (reported, not compared), and
+    why it was skipped, if it was."""
     case: str
     observations: list[Observation] = field(default_factory=list)
     host_report: dict = field(default_factory=dict)   # what the kernel did, not compared
@@ -228,6 +232,9 @@ def _host_interval(m: Machine, script: Script, stop: int, out: HostRun) -> int:
 
 @dataclass
 class ModelRun:
+    """What kvmsim gave for a script: per stop, the NMIs outstanding, IRQs pending and NMIs
+    dropped; NMIs and IRQs injected per interval; the totals; whether the script's kick was
+    sent, and the totals after its cancelled pass."""
     nmi_outstanding: list[int]
     irq_pending: list[int]
     nmis_dropped: list[int]
@@ -337,6 +344,8 @@ def observe(script: Script, host: HostRun, model: ModelRun) -> list[Observation]
 
 @dataclass(frozen=True)
 class Case:
+    """A micro-experiment run on /dev/kvm and in kvmsim under one script; `pvm` lists the
+    observations where PVM's rule gives another value than the model's VMX rule."""
     name: str
     title: str
     script: Script
