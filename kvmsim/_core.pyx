@@ -1520,7 +1520,7 @@ cdef class Engine:
             v.index = i
             v.nmi_end = v.irq_end = v.guest_exit_at = NEVER
             v.ext_nmi_at = v.ext_irq_at = v.pmi_nmi_at = v.op_at = NEVER
-            v.last_pmi_t = -(1 << 62)
+            v.last_pmi_t = NO_PMI_YET
             v.in_host = 1               # KVM_RUN: the first pass starts at t = 0
             v.budget = POLL_EVERY
             v.ctx = &self.ctx
