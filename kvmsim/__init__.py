@@ -9,12 +9,13 @@ from ._errors import ConfigError
 from ._result import Counts, Result
 from ._scenario import Scenario
 from ._simulation import Intervals, Simulation, simulate
-from ._sweep import Interrupted, SweepFailed, sweep
+from ._sweep import SweepFailed, SweepInterrupted, sweep
 from ._version import __version__
 from ._workload import Periodic, Poisson, Trace, Workload
 
-__all__ = ["Config", "ConfigError", "Costs", "Counts", "Host", "Interrupted", "Intervals",
-           "Periodic", "Poisson", "Result", "Scenario", "Simulation", "SweepFailed", "Trace",
+__all__ = ["Config", "ConfigError", "Costs", "Counts", "Host", "Intervals", "Periodic",
+           "Poisson", "Result", "Scenario", "Simulation", "SweepFailed", "SweepInterrupted",
+           "Trace",
            "Workload", "get_include", "profiles", "simulate", "spec", "sweep"]
 
 

@@ -90,7 +90,7 @@ def _named_in_docs() -> dict[str, list[str]]:
 
 def test_docs_name_kvmsim_things():
     assert {"kvmsim.Config", "kvmsim.simpy.VM", "kvmsim.spec.COLUMN",
-            "kvmsim.Interrupted", "kvmsim.analysis.order_from_source"} <= set(_named_in_docs())
+            "kvmsim.SweepInterrupted", "kvmsim.analysis.order_from_source"} <= set(_named_in_docs())
 
 
 @pytest.mark.parametrize("dotted,where", sorted(_named_in_docs().items()))

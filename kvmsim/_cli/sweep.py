@@ -203,7 +203,7 @@ def cmd_sweep(args, out) -> int:
     try:
         table = S.execute(plan, done, store, client,
                           progress=not args.no_progress and sys.stderr.isatty())
-    except S.Interrupted as e:
+    except S.SweepInterrupted as e:
         print_summary(e.table, counters, plan.duration, out)
         kept = f"; they are in {args.out}: run the same command to resume" if args.out else ""
         print(f"kvmsim sweep: interrupted after {len(e.table)} of {len(plan.runs)} runs{kept}",

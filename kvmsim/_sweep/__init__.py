@@ -25,7 +25,7 @@ from .store import open_store
 TASK_SECONDS = 0.5
 
 
-class Interrupted(KeyboardInterrupt):
+class SweepInterrupted(KeyboardInterrupt):
     """Ctrl-C during sweep(): `table` holds every run completed (and appended) so far."""
 
     def __init__(self, table):
@@ -177,7 +177,7 @@ def execute(plan: Plan, done: dict, store=None, client=None, progress: bool = Fa
                                  [(r.key, r.config) for r in batch], plan.duration, stop)
             _drive(todo, submit, capacity, on_rows)
     except KeyboardInterrupt:
-        raise Interrupted(SweepTable.build(plan, done)) from None
+        raise SweepInterrupted(SweepTable.build(plan, done)) from None
     except ConfigError:
         raise
     except Exception as e:
@@ -204,8 +204,8 @@ def sweep(base, grid: dict | None = None, seeds: int = 1, duration: float | None
 
     Returns a SweepTable (a pandas DataFrame): one row per point and seed, the grid paths,
     seed_index, seed (Config.seed of the run) and every counter; .summary() gives the mean
-    and 95% interval per point. Ctrl-C raises Interrupted (a KeyboardInterrupt) whose .table
-    holds the runs completed."""
+    and 95% interval per point. Ctrl-C raises SweepInterrupted (a KeyboardInterrupt) whose
+    .table holds the runs completed."""
     from . import table  # noqa: F401  (pandas, kvmsim[dask]: checked before any work)
 
     problems = []
