@@ -15,8 +15,7 @@ from ._workload import Periodic, Poisson, Trace, Workload
 
 __all__ = ["Config", "ConfigError", "Costs", "Counts", "Host", "Intervals", "Periodic",
            "Poisson", "Result", "Scenario", "Simulation", "SweepFailed", "SweepInterrupted",
-           "Trace",
-           "Workload", "get_include", "profiles", "simulate", "spec", "sweep"]
+           "Trace", "Workload", "get_include", "profiles", "simulate", "spec", "sweep"]
 
 
 def get_include() -> str:
