@@ -572,3 +572,54 @@ def test_lint_order_takes_the_host_from_vendor_profile_and_flags(cli):
     assert head("linux-7.2", "--host", "apicv=off") == "LVTPC delivery mode NMI, intel, APICv off"
     bad = cli("lint-order", "linux-7.2", "--host", "apicv=maybe", "--vendor", "arm")
     assert bad.returncode == 2 and "--host" in bad.stderr and "--vendor" in bad.stderr
+
+
+QUIET_16 = 'duration = 1e9\ninterval = 1e9\n[workload]\nvcpus = 16\n'
+
+
+def test_summed_nanoseconds_print_exactly(cli, tmp_path):
+    # 16 quiet vCPUs over 1e9 s spend 1.6e19 ns in the guest, past int64: stat and compare
+    # summed each interval over the vCPUs in int64 and printed -2446744073709558512.
+    import kvmsim
+    from fractions import Fraction
+    (tmp_path / "q16.toml").write_text(QUIET_16)
+    scn = kvmsim.Scenario.load(tmp_path / "q16.toml")
+    want = [kvmsim.simulate(scn.config.model_copy(update={"seed": s}), duration=1e9)
+            .totals["ns.guest"] for s in (0, 1)]
+    assert want[0] > 2**63
+    stat = cli("stat", "q16.toml", "-e", "ns.guest,kvm_exit")
+    assert stat.returncode == 0, stat.stderr
+    assert [line.split()[1] for line in stat.stdout.splitlines()[1:]] == [str(want[0]), "0"]
+    csv = cli("stat", "q16.toml", "-e", "ns.guest", "-x,").stdout.splitlines()
+    assert csv[0].split(",")[1] == str(want[0])
+    js = json.loads(cli("stat", "q16.toml", "-e", "ns.guest", "-j").stdout)
+    assert js["counter-value"] == f"{want[0]}.000000"
+    per = [line.split() for line in cli("stat", "q16.toml", "-e", "ns.guest", "-A").stdout
+           .splitlines()[1:]]
+    assert len(per) == 16 and sum(int(p[2]) for p in per) == want[0]
+    rep = cli("stat", "q16.toml", "-e", "ns.guest", "-r", "2").stdout
+    assert re.search(rf"^ *{round(Fraction(sum(want), 2))} ns +kvmsim:ns.guest ", rep, re.M), rep
+
+    table = cli("compare", "q16.toml", "q16.toml", "-e", "ns.guest").stdout.splitlines()
+    assert table[2].split()[1:] == table[3].split()[1:] == [str(want[0])] * 2
+    rows = [r.split(",") for r in cli("compare", "q16.toml", "q16.toml", "-e", "ns.guest",
+                                      "-x,").stdout.splitlines()]
+    assert [r[2] for r in rows] == [str(want[0])] * 4
+    for line in cli("compare", "q16.toml", "q16.toml", "-e", "ns.guest", "-j").stdout \
+            .splitlines():
+        assert json.loads(line)["counter-value"] == f"{want[0]}.000000"
+
+
+def test_summed_counts_stay_exact_in_the_api():
+    # Result.intervals and to_pandas sum over the vCPUs: exact past int64 too.
+    import kvmsim
+    r = kvmsim.Result.from_json(kvmsim.simulate(kvmsim.Config(workload=kvmsim.Workload(
+        vcpus=2)), duration=0.001).to_json())
+    col = r.column("ns.guest")
+    counts = r.counts.copy()
+    counts[:, 0, col] = 2**62 + 1
+    big = kvmsim.Result(r.config, r.interval_ns, r.duration_ns, r.columns, counts,
+                        r.vcpu_totals, r.nmis_outstanding)
+    assert int(big.intervals["ns.guest"][0]) == 2**63 + 2
+    assert int(big.to_pandas()["ns.guest"].iloc[0]) == 2**63 + 2
+    assert big.intervals["vmexits"].tolist() == r.intervals["vmexits"].tolist()
