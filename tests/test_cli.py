@@ -217,6 +217,7 @@ def test_compare_scenario_files_and_plot(cli, tmp_path):
             "--duration", "20", "--plot", str(png))
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines()[1].split()[2:] == ["spec2017-vtune", "linux-6.7", "linux-6.19"]
+    assert p.stderr.splitlines()[-1] == f"kvmsim compare: wrote {png}"
     from PIL import Image
     with Image.open(png) as im:
         assert im.format == "PNG" and im.size == (800, 450)
@@ -224,6 +225,24 @@ def test_compare_scenario_files_and_plot(cli, tmp_path):
     # One line per run, in matplotlib's first three series colours (C0, C1, C2), no fourth.
     series = [(0x1F, 0x77, 0xB4), (0xFF, 0x7F, 0x0E), (0x2C, 0xA0, 0x2C), (0xD6, 0x27, 0x28)]
     assert [c in colors for c in series] == [True, True, True, False]
+
+
+def test_compare_plot_title_names_workload_vcpus_and_seed(tmp_path, monkeypatch, capsys):
+    import matplotlib.figure
+    from kvmsim._cli import main
+    titles = []
+    save = matplotlib.figure.Figure.savefig
+
+    def savefig(fig, *args, **kw):
+        titles.append(fig.axes[0].get_title())
+        return save(fig, *args, **kw)
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", "--workload", "spec2017-vtune", "--seed", "7", "--duration", "2",
+                 "-I", "500", "--plot", "p.png", "--no-progress"]) == 0
+    assert capsys.readouterr().err.splitlines()[-1] == "kvmsim compare: wrote p.png"
+    assert titles == ["probe:vmx_cancel_injection per 0.5 s: spec2017-vtune, 8 vCPUs, seed 7"]
+    assert (tmp_path / "p.png").stat().st_size > 0
 
 
 def test_trace_follows_one_vmenter(cli):
@@ -336,6 +355,21 @@ def test_lint_order_reads_kernel_sources_and_scenarios(cli, target):
     assert p.returncode == 1 and "back edge PMI -> NMI: check #21 raises #19" in p.stdout
 
 
+def test_compare_and_lint_order_read_a_scenario_whatever_its_name(cli, tmp_path):
+    # A file that is neither a directory nor *.c is a scenario, as for `stat FILE`; compare
+    # once took any name not ending in .toml for kernel source.
+    (tmp_path / "scn.txt").write_text((EXAMPLES / "spec2017-vtune.toml").read_text())
+    p = cli("compare", "scn.txt", "linux-6.7", "--duration", "1", "-I", "1000")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[1].split()[2:] == ["scn.txt", "linux-6.7"]
+    before, after = map(int, lines[2].split()[1:])
+    assert 1_300 <= before <= 1_700 and after <= 60            # the file's linux-6.6 order
+    lint = cli("lint-order", "scn.txt")
+    assert lint.returncode == 1, lint.stderr
+    assert "back edge PMI -> NMI: check #21 raises #19" in lint.stdout
+
+
 def test_optimize_rediscovers_the_patch(cli):
     p = cli("optimize", "--workload", "spec2017-vtune", "--from", "linux-6.6",
             "--duration", "2")
@@ -360,6 +394,18 @@ def test_what_if_table(cli):
     assert rows["NMI"][2] == "PMI" and 1_300 <= float(rows["NMI"][1].replace(",", "")) <= 1_700
     # host NMIs of guest overflows that land after the PMU check (the calibrated pmi_skid)
     assert float(rows["PMU"][0]) > 0
+    # The total has its own line, last, after the table (it once sat under a column): every
+    # cancel of the run per second, as stat counts them, and at most the table's sum (a cancel
+    # with two requests pending is listed under both).
+    m = re.fullmatch(r"cancelled VM-Enters/s: ([\d,]+\.\d) in all \(a cancel with two "
+                     r"requests pending is listed under both above\)", p.stdout.splitlines()[-1])
+    assert m, p.stdout
+    total = float(m[1].replace(",", ""))
+    stat = cli("stat", "--workload", "spec2017-vtune", "--order", "linux-6.6", "--duration", "2",
+               "-I", "2000")
+    assert total == round(int(stat.stdout.splitlines()[1].split()[1]) / 2, 1)
+    listed = [float(x.replace(",", "")) for r in list(rows.values())[:-1] for x in r[:2]]
+    assert 1_300 <= total <= sum(listed)
 
 
 def test_order_from_source_feeds_simulate(cli):
