@@ -424,7 +424,7 @@ def kvmsim_presets():
 
 
 def test_ctrl_c_stops_every_compared_run_together(tmp_path):
-    # Issue 8: Ctrl-C stopped the first run only, ran the second to its end, and printed a
+    # Ctrl-C once stopped the first run only, ran the second to its end, and printed a
     # partial interval plus totals and a ratio of two runs of different lengths, exit 0.
     child = subprocess.Popen([sys.executable, "-m", "kvmsim", "compare", "linux-6.6",
                               "linux-6.7", "--duration", "3000", "-I", "1000"], cwd=tmp_path,
@@ -441,7 +441,7 @@ def test_ctrl_c_stops_every_compared_run_together(tmp_path):
 
 
 def test_ctrl_c_is_prompt_when_a_burst_follows_a_quiet_start(tmp_path):
-    # Issue 8: slices grew while the workload was quiet, then one slice swallowed a burst of
+    # Slices once grew while the workload was quiet, then one slice swallowed a burst of
     # 1 ns requests and Ctrl-C took 26.7 s to act.
     scenario = """order = "linux-6.6"\nduration = 1000.0\ninterval = 1.0
 [workload]\nvcpus = 1\n[[workload.sources]]\ntype = "periodic"\nkind = "request:TLB_FLUSH"
@@ -579,8 +579,8 @@ def test_compare_csv_and_json(cli):
 
 
 def test_missing_compiled_engine_says_what_to_run(tmp_path):
-    # Issue 8: from a source folder without the built engine, README's Python failed with
-    # "cannot import name '_core'".
+    # From a source folder without the built engine, README's Python once failed with
+    # "cannot import name '_core'", which said neither why nor what to run.
     import shutil
     src = pathlib.Path(__file__).parent.parent / "kvmsim"
     shutil.copytree(src, tmp_path / "kvmsim", ignore=shutil.ignore_patterns("*.so", "*.c"))
@@ -596,7 +596,7 @@ def test_missing_compiled_engine_says_what_to_run(tmp_path):
 
 
 def test_progress_bar_counts_plainly_and_leaves_the_screen_on_ctrl_c(tmp_path):
-    # Issue 8: the bar showed "1.48e+03/3000" and stayed on screen after Ctrl-C.
+    # The bar once showed "1.48e+03/3000" and stayed on screen after Ctrl-C.
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
     err = bytearray()
