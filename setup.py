@@ -40,6 +40,20 @@ def generate_spec_pxd() -> None:
 generate_spec_pxd()
 
 debug = os.environ.get("KVMSIM_DEBUG") == "1"
+
+
+def left_by_debug_build() -> bool:
+    """Whether kvmsim/_core.c was generated for a debug build: Cython records the compile
+    flags at its top. Its checks stay in the C file (and the sanitizers in the module, which
+    is newer than the .pyx) until it is generated again, so a release build must regenerate it."""
+    try:
+        with open(os.path.join(HERE, "kvmsim", "_core.c")) as f:
+            head = f.read(1 << 16)
+    except OSError:
+        return False
+    return "-fsanitize" in head.split("END: Cython Metadata")[0]
+
+
 sanitize = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"]
 # numpy ships its random distributions (the ziggurat exponential) as a static library.
 npyrandom = os.path.join(os.path.dirname(np.get_include()), "..", "random", "lib")
@@ -56,6 +70,6 @@ core = Extension(
 )
 
 setup(ext_modules=cythonize(
-    [core], language_level=3, force=debug,
+    [core], language_level=3, force=debug or left_by_debug_build(),
     compiler_directives={"boundscheck": debug, "wraparound": False, "cdivision": True,
                          "initializedcheck": debug}))

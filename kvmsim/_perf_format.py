@@ -68,6 +68,12 @@ def csv_line(t_ns: int, count: int, counter: str, interval_ns: int, sep: str = "
     return sep.join(fields)
 
 
+def counter_value(count: int) -> str:
+    """perf's "%f" of a count, exact for every int: "%f" of a count past 2**53 (ns.* summed
+    over many vCPUs) would print a float's digits."""
+    return f"{int(count)}.000000"
+
+
 def json_line(t_ns: int, count: int, counter: str, interval_ns: int,
               vcpu: int | None = None) -> str:
     """One `perf stat -I -j` line (`-A` with vcpu): `"key" : value` items joined by ", ".
@@ -82,7 +88,7 @@ def json_line(t_ns: int, count: int, counter: str, interval_ns: int,
     items = ["\"interval\" : %lu.%09lu" % divmod(t_ns, 1_000_000_000)]
     if vcpu is not None:
         items.append(f'"cpu" : "{vcpu}"')
-    items += ['"counter-value" : "%f"' % count, f'"unit" : "{UNITS.get(counter, "")}"',
+    items += [f'"counter-value" : "{counter_value(count)}"', f'"unit" : "{UNITS.get(counter, "")}"',
               f'"event" : "{event_name(counter)}"', f'"event-runtime" : {interval_ns}',
               '"pcnt-running" : 100.00']
     return "{" + ", ".join(items) + "}"

@@ -16,6 +16,18 @@ from ._limits import NS
 FORMAT = 2            # the JSON layout of Result.to_json
 
 
+def sum_over_vcpus(counts: np.ndarray) -> np.ndarray:
+    """counts summed over its first axis (the vCPUs), exactly: in int64 when no partial sum
+    can pass it, else as Python ints (an object array). ns.guest of 16 vCPUs over a 1e9 s
+    interval is 1.6e19 ns, past int64's 9.2e18."""
+    if counts.size == 0:
+        return counts.sum(axis=0)
+    peak = max(int(counts.max()), -int(counts.min()))
+    if peak * counts.shape[0] < 2**63:
+        return counts.sum(axis=0)
+    return counts.astype(object).sum(axis=0)
+
+
 class Counts(Mapping):
     """Counters by name: kvmsim names, perf names (probe:vmx_cancel_injection) and tracepoint
     names (kvm_exit) all find the same value."""
@@ -93,10 +105,7 @@ class Result:
         """Each kept counter per interval, summed over vCPUs (numpy arrays)."""
         kept = {c: i for i, c in enumerate(self.columns)}
         names = tuple(n for n in self.names if _spec.column(n) in kept)
-        # Summed ns.* of many vCPUs over long intervals pass int64 (2**62 leaves room for the
-        # overhang of a pass past its interval's end): sum those as Python ints.
-        wide = self.vcpus * self.interval_ns >= 2**62
-        summed = self.counts.sum(axis=0, dtype=object if wide else np.int64)
+        summed = sum_over_vcpus(self.counts)       # ns.* of many vCPUs pass int64
 
         def get(name):
             col = _spec.column(name)
@@ -165,7 +174,7 @@ class Result:
         names = tuple(self.intervals)
         cols = [self.column(n) for n in names]
         if not per_vcpu:
-            return pd.DataFrame(self.counts.sum(axis=0)[:, cols], columns=list(names),
+            return pd.DataFrame(sum_over_vcpus(self.counts)[:, cols], columns=list(names),
                                 index=pd.Index(self.times, name="time"))
         v, n, _ = self.counts.shape
         index = pd.MultiIndex.from_product([range(v), self.times], names=["vcpu", "time"])

@@ -217,6 +217,7 @@ def test_compare_scenario_files_and_plot(cli, tmp_path):
             "--duration", "20", "--plot", str(png))
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines()[1].split()[2:] == ["spec2017-vtune", "linux-6.7", "linux-6.19"]
+    assert p.stderr.splitlines()[-1] == f"kvmsim compare: wrote {png}"
     from PIL import Image
     with Image.open(png) as im:
         assert im.format == "PNG" and im.size == (800, 450)
@@ -224,6 +225,24 @@ def test_compare_scenario_files_and_plot(cli, tmp_path):
     # One line per run, in matplotlib's first three series colours (C0, C1, C2), no fourth.
     series = [(0x1F, 0x77, 0xB4), (0xFF, 0x7F, 0x0E), (0x2C, 0xA0, 0x2C), (0xD6, 0x27, 0x28)]
     assert [c in colors for c in series] == [True, True, True, False]
+
+
+def test_compare_plot_title_names_workload_vcpus_and_seed(tmp_path, monkeypatch, capsys):
+    import matplotlib.figure
+    from kvmsim._cli import main
+    titles = []
+    save = matplotlib.figure.Figure.savefig
+
+    def savefig(fig, *args, **kw):
+        titles.append(fig.axes[0].get_title())
+        return save(fig, *args, **kw)
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", "--workload", "spec2017-vtune", "--seed", "7", "--duration", "2",
+                 "-I", "500", "--plot", "p.png", "--no-progress"]) == 0
+    assert capsys.readouterr().err.splitlines()[-1] == "kvmsim compare: wrote p.png"
+    assert titles == ["probe:vmx_cancel_injection per 0.5 s: spec2017-vtune, 8 vCPUs, seed 7"]
+    assert (tmp_path / "p.png").stat().st_size > 0
 
 
 def test_trace_follows_one_vmenter(cli):
@@ -336,6 +355,21 @@ def test_lint_order_reads_kernel_sources_and_scenarios(cli, target):
     assert p.returncode == 1 and "back edge PMI -> NMI: check #21 raises #19" in p.stdout
 
 
+def test_compare_and_lint_order_read_a_scenario_whatever_its_name(cli, tmp_path):
+    # A file that is neither a directory nor *.c is a scenario, as for `stat FILE`; compare
+    # once took any name not ending in .toml for kernel source.
+    (tmp_path / "scn.txt").write_text((EXAMPLES / "spec2017-vtune.toml").read_text())
+    p = cli("compare", "scn.txt", "linux-6.7", "--duration", "1", "-I", "1000")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[1].split()[2:] == ["scn.txt", "linux-6.7"]
+    before, after = map(int, lines[2].split()[1:])
+    assert 1_300 <= before <= 1_700 and after <= 60            # the file's linux-6.6 order
+    lint = cli("lint-order", "scn.txt")
+    assert lint.returncode == 1, lint.stderr
+    assert "back edge PMI -> NMI: check #21 raises #19" in lint.stdout
+
+
 def test_optimize_rediscovers_the_patch(cli):
     p = cli("optimize", "--workload", "spec2017-vtune", "--from", "linux-6.6",
             "--duration", "2")
@@ -360,6 +394,18 @@ def test_what_if_table(cli):
     assert rows["NMI"][2] == "PMI" and 1_300 <= float(rows["NMI"][1].replace(",", "")) <= 1_700
     # host NMIs of guest overflows that land after the PMU check (the calibrated pmi_skid)
     assert float(rows["PMU"][0]) > 0
+    # The total has its own line, last, after the table (it once sat under a column): every
+    # cancel of the run per second, as stat counts them, and at most the table's sum (a cancel
+    # with two requests pending is listed under both).
+    m = re.fullmatch(r"cancelled VM-Enters/s: ([\d,]+\.\d) in all \(a cancel with two "
+                     r"requests pending is listed under both above\)", p.stdout.splitlines()[-1])
+    assert m, p.stdout
+    total = float(m[1].replace(",", ""))
+    stat = cli("stat", "--workload", "spec2017-vtune", "--order", "linux-6.6", "--duration", "2",
+               "-I", "2000")
+    assert total == round(int(stat.stdout.splitlines()[1].split()[1]) / 2, 1)
+    listed = [float(x.replace(",", "")) for r in list(rows.values())[:-1] for x in r[:2]]
+    assert 1_300 <= total <= sum(listed)
 
 
 def test_order_from_source_feeds_simulate(cli):
@@ -378,7 +424,7 @@ def kvmsim_presets():
 
 
 def test_ctrl_c_stops_every_compared_run_together(tmp_path):
-    # Issue 8: Ctrl-C stopped the first run only, ran the second to its end, and printed a
+    # Ctrl-C once stopped the first run only, ran the second to its end, and printed a
     # partial interval plus totals and a ratio of two runs of different lengths, exit 0.
     child = subprocess.Popen([sys.executable, "-m", "kvmsim", "compare", "linux-6.6",
                               "linux-6.7", "--duration", "3000", "-I", "1000"], cwd=tmp_path,
@@ -395,7 +441,7 @@ def test_ctrl_c_stops_every_compared_run_together(tmp_path):
 
 
 def test_ctrl_c_is_prompt_when_a_burst_follows_a_quiet_start(tmp_path):
-    # Issue 8: slices grew while the workload was quiet, then one slice swallowed a burst of
+    # Slices once grew while the workload was quiet, then one slice swallowed a burst of
     # 1 ns requests and Ctrl-C took 26.7 s to act.
     scenario = """order = "linux-6.6"\nduration = 1000.0\ninterval = 1.0
 [workload]\nvcpus = 1\n[[workload.sources]]\ntype = "periodic"\nkind = "request:TLB_FLUSH"
@@ -462,10 +508,30 @@ def test_unknown_flag_names_the_command_and_shows_its_usage(cli):
     assert "kvmsim stat: error: unrecognized arguments: --frobnicate" in p.stderr
 
 
-def test_trace_runs_either_engine_with_the_same_lines(cli):
-    lines = [cli("trace", str(EXAMPLES / "pmi-trace.toml"), "--engine", e).stdout
-             for e in ("cython", "python")]
-    assert lines[0] == lines[1] and len(lines[0].splitlines()) > 20
+def test_trace_runs_either_engine_with_the_same_lines(monkeypatch, capsys):
+    # trace once ran the Python engine whatever --engine said: the lines were the same, so
+    # watch which engine class each run builds and traces.
+    from kvmsim import _engine
+    from kvmsim._cli import main
+    built = []
+    create = _engine.create
+
+    def spy(*args, **kw):
+        made = create(*args, **kw)
+        built.append(type(made).__module__)
+        return made
+    monkeypatch.setattr(_engine, "create", spy)
+    lines = {}
+    for name, module in (("cython", "kvmsim._core"), ("python", "kvmsim._reference")):
+        built.clear()
+        assert main(["trace", str(EXAMPLES / "pmi-trace.toml"), "--engine", name]) == 0
+        assert built == [module]
+        lines[name] = capsys.readouterr().out
+    assert lines["cython"] == lines["python"] and len(lines["cython"].splitlines()) > 20
+    # without --engine: the default, cython (pmi-trace.toml names none)
+    built.clear()
+    assert main(["trace", str(EXAMPLES / "pmi-trace.toml")]) == 0
+    assert capsys.readouterr().out == lines["cython"] and built == ["kvmsim._core"]
 
 
 def test_trace_says_when_it_stops_at_max_events(cli):
@@ -513,8 +579,8 @@ def test_compare_csv_and_json(cli):
 
 
 def test_missing_compiled_engine_says_what_to_run(tmp_path):
-    # Issue 8: from a source folder without the built engine, README's Python failed with
-    # "cannot import name '_core'".
+    # From a source folder without the built engine, README's Python once failed with
+    # "cannot import name '_core'", which said neither why nor what to run.
     import shutil
     src = pathlib.Path(__file__).parent.parent / "kvmsim"
     shutil.copytree(src, tmp_path / "kvmsim", ignore=shutil.ignore_patterns("*.so", "*.c"))
@@ -530,7 +596,7 @@ def test_missing_compiled_engine_says_what_to_run(tmp_path):
 
 
 def test_progress_bar_counts_plainly_and_leaves_the_screen_on_ctrl_c(tmp_path):
-    # Issue 8: the bar showed "1.48e+03/3000" and stayed on screen after Ctrl-C.
+    # The bar once showed "1.48e+03/3000" and stayed on screen after Ctrl-C.
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
     err = bytearray()
@@ -581,3 +647,54 @@ def test_lint_order_takes_the_host_from_vendor_profile_and_flags(cli):
     assert head("linux-7.2", "--host", "apicv=off") == "LVTPC delivery mode NMI, intel, APICv off"
     bad = cli("lint-order", "linux-7.2", "--host", "apicv=maybe", "--vendor", "arm")
     assert bad.returncode == 2 and "--host" in bad.stderr and "--vendor" in bad.stderr
+
+
+QUIET_16 = 'duration = 1e9\ninterval = 1e9\n[workload]\nvcpus = 16\n'
+
+
+def test_summed_nanoseconds_print_exactly(cli, tmp_path):
+    # 16 quiet vCPUs over 1e9 s spend 1.6e19 ns in the guest, past int64: stat and compare
+    # summed each interval over the vCPUs in int64 and printed -2446744073709558512.
+    import kvmsim
+    from fractions import Fraction
+    (tmp_path / "q16.toml").write_text(QUIET_16)
+    scn = kvmsim.Scenario.load(tmp_path / "q16.toml")
+    want = [kvmsim.simulate(scn.config.model_copy(update={"seed": s}), duration=1e9)
+            .totals["ns.guest"] for s in (0, 1)]
+    assert want[0] > 2**63
+    stat = cli("stat", "q16.toml", "-e", "ns.guest,kvm_exit")
+    assert stat.returncode == 0, stat.stderr
+    assert [line.split()[1] for line in stat.stdout.splitlines()[1:]] == [str(want[0]), "0"]
+    csv = cli("stat", "q16.toml", "-e", "ns.guest", "-x,").stdout.splitlines()
+    assert csv[0].split(",")[1] == str(want[0])
+    js = json.loads(cli("stat", "q16.toml", "-e", "ns.guest", "-j").stdout)
+    assert js["counter-value"] == f"{want[0]}.000000"
+    per = [line.split() for line in cli("stat", "q16.toml", "-e", "ns.guest", "-A").stdout
+           .splitlines()[1:]]
+    assert len(per) == 16 and sum(int(p[2]) for p in per) == want[0]
+    rep = cli("stat", "q16.toml", "-e", "ns.guest", "-r", "2").stdout
+    assert re.search(rf"^ *{round(Fraction(sum(want), 2))} ns +kvmsim:ns.guest ", rep, re.M), rep
+
+    table = cli("compare", "q16.toml", "q16.toml", "-e", "ns.guest").stdout.splitlines()
+    assert table[2].split()[1:] == table[3].split()[1:] == [str(want[0])] * 2
+    rows = [r.split(",") for r in cli("compare", "q16.toml", "q16.toml", "-e", "ns.guest",
+                                      "-x,").stdout.splitlines()]
+    assert [r[2] for r in rows] == [str(want[0])] * 4
+    for line in cli("compare", "q16.toml", "q16.toml", "-e", "ns.guest", "-j").stdout \
+            .splitlines():
+        assert json.loads(line)["counter-value"] == f"{want[0]}.000000"
+
+
+def test_summed_counts_stay_exact_in_the_api():
+    # Result.intervals and to_pandas sum over the vCPUs: exact past int64 too.
+    import kvmsim
+    r = kvmsim.Result.from_json(kvmsim.simulate(kvmsim.Config(workload=kvmsim.Workload(
+        vcpus=2)), duration=0.001).to_json())
+    col = r.column("ns.guest")
+    counts = r.counts.copy()
+    counts[:, 0, col] = 2**62 + 1
+    big = kvmsim.Result(r.config, r.interval_ns, r.duration_ns, r.columns, counts,
+                        r.vcpu_totals, r.nmis_outstanding)
+    assert int(big.intervals["ns.guest"][0]) == 2**63 + 2
+    assert int(big.to_pandas()["ns.guest"].iloc[0]) == 2**63 + 2
+    assert big.intervals["vmexits"].tolist() == r.intervals["vmexits"].tolist()

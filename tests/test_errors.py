@@ -120,14 +120,14 @@ def test_huge_duration_is_refused_not_overflowed():
     (lambda: kvmsim.Simulation(Config(), keep=["cycles"]), "keep"),
 ])
 def test_bad_types_and_times_are_config_errors(call, field):
-    # Issue 8: these ran (True as 1 s), overflowed, silently rounded (1.4 ns to 1 ns, 1e-300 s
+    # These once ran (True as 1 s), overflowed, silently rounded (1.4 ns to 1 ns, 1e-300 s
     # to 1 ns) or raised AttributeError.
     (path, msg), = problems(call)
     assert path == field, msg
 
 
 def test_interval_of_a_third_of_a_second_is_labelled_exactly():
-    # Issue 8: 1/3 s over 1e5 s gave two intervals stamped 100000. Times are whole ns: 1/3 s
+    # 1/3 s over 1e5 s once gave two intervals stamped 100000. Times are whole ns: 1/3 s
     # is refused with the nearest, which labels every interval exactly.
     (path, msg), = problems(lambda: kvmsim.simulate(Config(), duration=1e5, interval=1 / 3))
     assert path == "interval" and "nearest: 0.333333333 s" in msg

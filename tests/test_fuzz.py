@@ -3,10 +3,16 @@ and TOML into the scenario reader; random argv into the command line.
 
 The `ci` profile (default) is bounded and deterministic; `pytest --fuzz=long` (or
 KVMSIM_FUZZ=long) runs many more examples with fresh randomness.
+
+Every run must finish: each example fails after EXAMPLE_SECONDS (so hypothesis shrinks a hang
+to a reproducer), and each test after TEST_SECONDS whatever happens (pytest-timeout).
 """
 
 import contextlib
+import functools
 import io
+import signal
+import threading
 
 import numpy as np
 import pytest
@@ -18,7 +24,40 @@ import kvmsim
 from kvmsim import Config, ConfigError, Costs, Periodic, Poisson, Scenario, Trace, Workload
 from kvmsim import _spec, graph, profiles
 
+# The slowest of 2,000 random examples took 0.9 s (both engines); the debug build (ASan,
+# UBSan) runs several times slower.
+EXAMPLE_SECONDS = 60
+TEST_SECONDS = 1800
+pytestmark = pytest.mark.timeout(TEST_SECONDS, method="thread")
+
+
+class DidNotFinish(Exception):
+    """An example ran longer than EXAMPLE_SECONDS: a hang, or a run far slower than it should be."""
+
+
+def finishes(test):
+    """Each example of `test` fails with DidNotFinish after EXAMPLE_SECONDS. SIGALRM's handler
+    raises it: in Python code, or (the compiled engine holds no GIL) where the engine polls
+    for signals, every _spec.POLL_EVERY steps, also when it runs vCPUs in several threads."""
+    @functools.wraps(test)
+    def bounded(*args, **kwargs):
+        if threading.current_thread() is not threading.main_thread():
+            return test(*args, **kwargs)
+
+        def alarm(signum, frame):
+            raise DidNotFinish(f"an example ran longer than {EXAMPLE_SECONDS} s")
+        previous = signal.signal(signal.SIGALRM, alarm)
+        signal.setitimer(signal.ITIMER_REAL, EXAMPLE_SECONDS)
+        try:
+            return test(*args, **kwargs)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+    return bounded
+
+
 US = 1e-6
+PHASES = [c.name for c in _spec.PHASES]            # the ns.* columns
 ORDER_NAMES = [n for n in profiles.PROFILES["linux-6.19"].order if n != "EVENT"]
 KINDS = ["pmi", "emulated-pmi", "nmi", "irq", "exit", "request:noop", "timer", "hlt",
          "ipi:self", "task-work", "request:MASTERCLOCK_UPDATE", "request:SCAN_IOAPIC",
@@ -88,16 +127,35 @@ def configs(draw, engine="cython"):
 
 
 def invariants(r: kvmsim.Result, sim: kvmsim.Simulation) -> None:
+    """docs/model.md §8's invariants, per vCPU (so in total too), and interval sums = totals."""
     n = r.config.workload.vcpus
-    between = [sim.state(v)["in_host"] or sim.state(v)["halted"] for v in range(n)]
     for i in range(n):
         t = {k: int(v[i]) for k, v in r.per_vcpu.items()}
+        s = sim.state(i)
         assert t["nmis_queued"] == t["nmis_injected"] + t["nmis_dropped"] + t["nmis_outstanding"]
         assert t["vmenter_attempts"] == t["vmenters"] + t["canceled_vmenters"]
         # Every VM-exit ends in one VM-Enter, and KVM_RUN's first pass too, unless the vCPU
         # is still between a VM-exit and its VM-Enter (or halted) at the end.
-        assert t["vmenters"] == t["vmexits"] + 1 - between[i]
+        assert t["vmenters"] == t["vmexits"] + 1 - (s["in_host"] or s["halted"])
         assert t["requests.PMI"] + t["pmis_irq_work"] == t["pmis_delivered"] + t["pmis_dropped"]
+        # Every IRR (or PIR) set found the bit set, was delivered, or is still pending or
+        # injected (irq_pending: the IRR bit; irq_injected: vcpu->arch.interrupt.injected).
+        assert t["irqs_raised"] == t["irqs_coalesced"] + t["irqs_injected"] + \
+            s["irq_pending"] + s["irq_injected"]
+        # The ns.* columns sum to the simulated time (now), plus the overhang of what began
+        # before now and ends after it (a pass, a VM-exit and vcpu_run's tail, a VM-Enter),
+        # counted whole where it began: it ends no later than the vCPU next acts, and in the
+        # host exactly where the next pass starts.
+        ns, now, due = sum(t[p] for p in PHASES), s["now"], sim.engine.next_event(i)
+        if s["pass_since"] < now:
+            # Not in docs/model.md: a coupled VM's pass suspended at `now` (§4, step 8) counts
+            # the time of its checks when they end, so until then the sum stops where the pass
+            # began, or where its checks ended.
+            assert s["pass_since"] <= ns <= now, (i, ns, s)
+        elif s["in_host"]:
+            assert now <= ns == due, (i, ns, due, s)
+        else:
+            assert now <= ns <= due, (i, ns, due, s)
     for name in r.intervals:
         assert int(np.sum(r.intervals[name], dtype=object)) == r.totals[name]
 
@@ -129,6 +187,7 @@ POSTS = st.none() | st.tuples(st.integers(0, 2), st.sampled_from(
 
 @settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(configs(), st.lists(st.integers(1, 1000), min_size=1, max_size=4), st.data())
+@finishes
 def test_engines_agree_on_random_configurations(drawn, cuts, data):
     cfg, duration_ns = drawn
     steps = sorted({max(1, duration_ns * c // 1000) for c in cuts} | {duration_ns})
@@ -139,10 +198,12 @@ def test_engines_agree_on_random_configurations(drawn, cuts, data):
     assert [cy_sim.state(v) for v in range(cfg.workload.vcpus)] == \
         [py_sim.state(v) for v in range(cfg.workload.vcpus)]
     invariants(cy, cy_sim)
+    invariants(py, py_sim)
 
 
 @settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(configs(), st.lists(st.integers(1, 999), min_size=1, max_size=5))
+@finishes
 def test_stepping_never_changes_a_count(drawn, cuts):
     cfg, duration_ns = drawn
     interval = 1e-3 if duration_ns >= 2_000_000 else duration_ns / 4e9
@@ -153,10 +214,12 @@ def test_stepping_never_changes_a_count(drawn, cuts):
         sim.run(until=until / 1e9)
     sim.run(until=duration_ns / 1e9)
     np.testing.assert_array_equal(sim.result().counts, whole.counts)
+    invariants(sim.result(), sim)
 
 
 # --- the scenario reader --------------------------------------------------------------------
 @given(st.binary(max_size=300))
+@finishes
 def test_scenario_reader_takes_any_bytes(tmp_path_factory, data):
     path = tmp_path_factory.mktemp("fuzz") / "s.toml"
     path.write_bytes(data)
@@ -177,6 +240,7 @@ VALUES = st.recursive(
 
 
 @given(st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=8))
+@finishes
 def test_scenario_reader_takes_any_toml(document):
     try:
         text = tomli_w.dumps(document)
@@ -228,6 +292,7 @@ def argvs(draw):
 
 @settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(argvs())
+@finishes
 def test_command_line_never_shows_a_traceback(tmp_path, monkeypatch, argv):
     from kvmsim._cli import main
     monkeypatch.chdir(tmp_path)
@@ -240,3 +305,27 @@ def test_command_line_never_shows_a_traceback(tmp_path, monkeypatch, argv):
     assert code in (0, 1, 2), (argv, code, err.getvalue())
     if code == 2:
         assert "error" in err.getvalue() and err.getvalue().strip(), argv
+
+
+# --- every run finishes ---------------------------------------------------------------------
+@pytest.mark.parametrize("engine,threads", [("cython", 1), ("cython", 3), ("python", 1)])
+def test_an_example_that_does_not_finish_fails(monkeypatch, engine, threads):
+    # A run far longer than the bound stands for a hang: it must fail, not stall the suite.
+    import time
+    monkeypatch.setitem(globals(), "EXAMPLE_SECONDS", 0.3)
+    cfg = Config(workload=Workload(vcpus=3, guest_exit_rate=1e5), engine=engine,
+                 threads=threads)
+    start = time.perf_counter()
+    with pytest.raises(DidNotFinish):
+        finishes(lambda: kvmsim.simulate(cfg, duration=1e6))()
+    assert time.perf_counter() - start < 5
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)      # the alarm is off again
+
+
+def test_every_fuzz_test_is_bounded():
+    tests = [f for name, f in globals().items() if name.startswith("test_") and
+             hasattr(f, "hypothesis")]
+    assert len(tests) == 5
+    for f in tests:
+        assert f.hypothesis.inner_test.__code__ is finishes(lambda: None).__code__, f.__name__
+    assert pytestmark.name == "timeout" and pytestmark.args == (TEST_SECONDS,)

@@ -61,7 +61,7 @@ def test_missing_optional_dependency_is_explained(result, monkeypatch):
 
 
 def test_json_round_trip_with_no_complete_interval(engine):
-    # Issue 8: a result without a complete interval could not be read back.
+    # A result without a complete interval once could not be read back.
     sim = kvmsim.Simulation(kvmsim.Config(workload="anchor", engine=engine), interval=1.0)
     empty = sim.result()
     assert empty.counts.shape[1] == 0 and empty.complete == 0

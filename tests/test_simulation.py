@@ -76,8 +76,8 @@ def test_bad_posts_name_their_field(engine, call, field):
 
 
 def test_a_request_whose_handler_raises_an_unchecked_one_is_refused(engine):
-    # Issue 8: with zero costs, GLOBAL_CLOCK_UPDATE raised CLOCK_UPDATE, which this order never
-    # checks, and run() never returned.
+    # With zero costs, GLOBAL_CLOCK_UPDATE raises CLOCK_UPDATE, which this order never checks:
+    # run() once never returned.
     cfg = Config(order=["GLOBAL_CLOCK_UPDATE", "EVENT"], workload=Workload(), engine=engine,
                  costs=Costs(check=0, state_load=0, cancel=0))
     sim = kvmsim.Simulation(cfg, interval=1e-3)
@@ -101,8 +101,8 @@ def test_engine_stops_on_a_request_no_check_clears(engine, bit, name):
 
 def test_unblock_cancels_once_and_vcpu_run_clears_it(engine):
     # KVM_REQ_UNBLOCK is never checked in vcpu_enter_guest(); the kick makes the guest exit,
-    # and vcpu_run() clears the bit before the next pass, which enters (issue 12 saw 46,306
-    # cancels).
+    # and vcpu_run() clears the bit before the next pass, which enters. The engines once left
+    # the bit set and cancelled every entry: 46,306 cancels in 20 ms.
     cfg = Config(order=["GLOBAL_CLOCK_UPDATE", "EVENT"], workload=Workload(), engine=engine)
     sim = kvmsim.Simulation(cfg, interval=1e-3)
     sim.run(until=1e-3)
@@ -120,7 +120,7 @@ def test_engine_refuses_bits_outside_the_bitmap(engine):
 
 
 def test_summed_nanoseconds_do_not_overflow():
-    # Issue 8: 16 vCPUs x 1e9 s of ns.guest summed in int64 came out negative.
+    # 16 vCPUs x 1e9 s of ns.guest once came out negative: summed in int64.
     r = kvmsim.simulate(Config(workload=Workload(vcpus=16)), duration=1e9)
     phases = ("guest", "vmexit", "requests", "event", "state_load", "vmenter", "cancel")
     assert sum(r.totals[f"ns.{p}"] for p in phases) == 16 * 10**18
@@ -139,7 +139,7 @@ print(t["vmenter_attempts"], t["canceled_vmenters"], t["requests.TLB_FLUSH"])
 
 
 def test_arrivals_during_a_long_handler_are_applied_together(engine):
-    # Issue 8: arrivals that land during a handler were applied one by one: a 1 ns periodic
+    # Arrivals that land during a handler were once applied one by one: a 1 ns periodic
     # request across a 1 s handler is 1e9 of them (this run: 8e10; minutes before the fix).
     p = subprocess.run([sys.executable, "-c", CHILD_HUGE_HANDLER.format(engine=engine)],
                        capture_output=True, text=True, timeout=120)
@@ -229,7 +229,7 @@ def test_intervals_stream_out_complete_and_memory_stays_bounded(engine):
 
 
 def test_one_trace_is_converted_once_for_every_vcpu():
-    # Issue 8: a Trace with vcpu=None was converted and copied once per vCPU.
+    # A Trace with vcpu=None was once converted and copied once per vCPU.
     from kvmsim._plan import build
     times = [i * 1e-6 for i in range(1, 100_001)]
     plan = build(Config(workload=Workload(vcpus=64, sources=[Trace("nmi", times=times)])),
@@ -249,7 +249,7 @@ print(r.counts.nbytes, (peak - base) * 1024)
 
 
 def test_peak_memory_is_the_counts_kept_not_a_multiple():
-    # Issue 8: counts grew by doubling and result() copied them: 4,096 vCPUs x 600 intervals
+    # Counts once grew by doubling and result() copied them: 4,096 vCPUs x 600 intervals
     # passed the 4 GiB cap and peaked at 10.8 GiB. Now they are allocated once, exactly, and
     # the Result is a view of them.
     p = subprocess.run([sys.executable, "-c", CHILD_MEMORY], capture_output=True, text=True,

@@ -9,6 +9,7 @@ import time
 
 from .. import _names, _perf_format as pf
 from .._errors import ConfigError
+from .._result import sum_over_vcpus
 from .._simulation import Simulation
 from . import _args
 from ._progress import Progress
@@ -137,7 +138,8 @@ def write(args, dest, scn, labels, events, results, interrupted) -> None:
     ivl_ns = results[0].interval_ns
     ends = [min((i + 1) * ivl_ns, results[0].duration_ns) for i in range(n)]
     for e in events:
-        series = [r.counts[:, :n, r.column(e)].sum(axis=0) for r in results]
+        # Over the vCPUs in Python ints where int64 would overflow (ns.* of many vCPUs).
+        series = [sum_over_vcpus(r.counts[:, :n, r.column(e)]) for r in results]
         totals = None if interrupted else [r.totals[e] for r in results]
         if args.json or args.sep is not None:
             for i, t_ns in enumerate(ends):
@@ -165,7 +167,7 @@ def record(args, dest, time_field, run_label, count, event) -> None:
     if args.json:
         key = "total" if time_field == "total" else "interval"
         value = True if time_field == "total" else float(time_field)
-        print(json.dumps({key: value, "run": run_label, "counter-value": f"{count:f}",
+        print(json.dumps({key: value, "run": run_label, "counter-value": pf.counter_value(count),
                           "unit": unit, "event": name}), file=dest)
     else:
         sep = "\t" if args.sep == "\\t" else args.sep

@@ -6,11 +6,13 @@ import math
 import os
 import sys
 import time
+from fractions import Fraction
 
 import numpy as np
 
 from .. import _names, _perf_format as pf
 from .._errors import ConfigError
+from .._result import sum_over_vcpus
 from .._simulation import Simulation
 from .._spec import column
 from . import _args
@@ -75,10 +77,12 @@ class Printer:
     def rows(self, ends_ns, counts, interval_ns) -> None:
         """counts: int64[vcpus, n, N_COLUMNS] for intervals ending at ends_ns."""
         a = self.args
+        chosen = counts[:, :, self.columns]
+        # Over the vCPUs in Python ints where int64 would overflow (ns.* of many vCPUs).
+        summed = None if a.per_vcpu else sum_over_vcpus(chosen)
         for i, t_ns in enumerate(ends_ns):
-            for e, col in zip(self.events, self.columns):
-                values = counts[:, i, col]
-                cells = enumerate(values) if a.per_vcpu else [(None, values.sum())]
+            for j, e in enumerate(self.events):
+                cells = enumerate(chosen[:, i, j]) if a.per_vcpu else [(None, summed[i, j])]
                 for v, n in cells:
                     n = int(n)
                     if a.json:
@@ -164,10 +168,13 @@ def repeat(args, scn, events, dest) -> int:
           f"{scn.config.seed + max(n, 1) - 1}):\n", file=dest)
     for e in events:
         xs = [t[e] for t in totals]
-        mean = sum(xs) / n if n else math.nan
-        var = sum((x - mean) ** 2 for x in xs) / (n - 1) if n > 1 else 0.0
+        # The mean as an exact fraction: a float would misprint ns.* sums past 2**53.
+        exact = Fraction(sum(xs), n) if n else None
+        mean = float(exact) if n else math.nan
+        var = float(sum((x - exact) ** 2 for x in xs) / (n - 1)) if n > 1 else 0.0
         pct = 100 * math.sqrt(var / n) / mean if n and mean else 0.0
-        print(f"{mean:>18.0f} {pf.UNITS.get(e, ''):<4} {_names.perf_name(e):<32}  "
+        shown = f"{round(exact):>18d}" if n else f"{mean:>18.0f}"
+        print(f"{shown} {pf.UNITS.get(e, ''):<4} {_names.perf_name(e):<32}  "
               f"( +-{pct:6.2f}% )", file=dest)
     if interrupted:
         print(f"kvmsim stat: interrupted during run {n + 1} of {args.repeat}; the mean is over "
