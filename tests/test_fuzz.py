@@ -148,8 +148,8 @@ def invariants(r: kvmsim.Result, sim: kvmsim.Simulation) -> None:
         # host exactly where the next pass starts.
         ns, now, due = sum(t[p] for p in PHASES), s["now"], sim.engine.next_event(i)
         if s["pass_since"] < now:
-            # Not in docs/model.md: a coupled VM's pass suspended at `now` (§4, step 8) counts
-            # the time of its checks when they end, so until then the sum stops where the pass
+            # A coupled VM's pass suspended at `now` (docs/model.md §1, §4 step 8) counts the
+            # time of its checks when they end: until then the sum stops where the pass
             # began, or where its checks ended.
             assert s["pass_since"] <= ns <= now, (i, ns, s)
         elif s["in_host"]:
