@@ -40,6 +40,15 @@ def counter(name: str) -> str:
                    f"{'/'.join(_spec.BIT_GROUPS)}.<REQUEST> (`kvmsim stat --list-events`)")
 
 
+def canonical(name: str) -> str:
+    """counter(name), or the name as given (stripped) when it is no counter's name: for
+    callers that report unknown names themselves."""
+    try:
+        return counter(name)
+    except KeyError:
+        return name.strip()
+
+
 def for_order(check_order) -> tuple[str, ...]:
     """Every counter of a run with this check order: events, ns.<phase>, and per request of
     the order requests.<NAME>, cancels.async.<NAME>, cancels.backedge.<NAME>."""

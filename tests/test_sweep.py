@@ -214,6 +214,18 @@ def test_summary_is_the_mean_and_students_t_interval():
     assert row["canceled_vmenters.high"] == pytest.approx(x.mean() + half, rel=1e-6)
     # A filtered table is still a SweepTable.
     assert len(table[table["order"] == "linux-6.6"].summary()) == 1
+    # Counters answer to every name they have, as in stat -e.
+    pd.testing.assert_frame_equal(table.summary(["probe:vmx_cancel_injection", "vmenters"]), s)
+
+
+def test_cli_counters_take_perf_names(capsys):
+    args = ["sweep", "--grid", "workload=anchor", "--duration", "0.01", "--no-progress"]
+    assert main(args + ["-e", "probe:vmx_cancel_injection,kvm:kvm_exit"]) == 0
+    assert main(args + ["-e", "canceled_vmenters,vmexits"]) == 0
+    perf, plain = capsys.readouterr().out.split("# ")[1:]
+    assert perf == plain and "canceled_vmenters" in perf and "vmexits" in perf
+    assert main(args + ["-e", "kvm:kvm_exits"]) == 2
+    assert "unknown counter kvm:kvm_exits" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("df, t", [(1, 12.7062047), (2, 4.3026527), (4, 2.7764451),

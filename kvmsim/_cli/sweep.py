@@ -7,7 +7,7 @@ import math
 import os
 import sys
 
-from .. import catalogue
+from .. import _names, catalogue
 from .._config import Config
 from .._errors import ConfigError
 from .._scenario import Scenario
@@ -90,7 +90,7 @@ def _base(args, problems) -> Scenario | None:
 def _counters(args, scn, plan, problems) -> list[str]:
     """The -e names, checked against the plan's counters; if the grid is bad, against those
     any order could have (a per-request counter of any request)."""
-    names = [n.strip() for n in args.counters.split(",") if n.strip()]
+    names = [_names.canonical(n) for n in args.counters.split(",") if n.strip()]
     if plan:
         known = set(plan.counters)
     else:

@@ -9,6 +9,7 @@ try:
 except ImportError:
     raise ImportError("kvmsim.sweep() needs pandas: pip install 'kvmsim[dask]'") from None
 
+from .. import _names
 from .stats import mean_interval
 
 KEY_COLUMNS = ("point", "seed_index", "seed")
@@ -47,7 +48,8 @@ class SweepTable(pd.DataFrame):
         """Per point: the grid paths, n (seeds run) and, per counter, its mean over seeds and
         the `level` interval of that mean (Student's t; NaN with one seed):
         <counter>.mean, <counter>.low, <counter>.high."""
-        counters = list(self.counters if counters is None else counters)
+        counters = [c if c in self.columns else _names.canonical(c)
+                    for c in (self.counters if counters is None else counters)]
         unknown = [c for c in counters if c not in self.columns]
         if unknown:
             raise KeyError(f"unknown counter {', '.join(unknown)}; allowed: the table's "
@@ -80,6 +82,7 @@ class SweepTable(pd.DataFrame):
         problems = plot_problems(self.varying(), kind)
         if problems:
             raise ValueError(problems[0])
+        counter = _names.canonical(counter)
         s = self.summary([counter])
         if ax is None:
             ax = plt.figure(figsize=(8, 4.5)).add_subplot()
