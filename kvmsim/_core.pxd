@@ -117,6 +117,7 @@ ctypedef struct ks_vcpu:
     void *hook_ctx
     int64_t t_hook        # while a hook runs: its event's time (a post lands then)
     ks_ctx *ctx
+    char pad[64]          # no cache line holds two vCPUs' fields (threads of a team)
 
 # A lock a thread may take again while it holds it (a trace hook posting during a run).
 ctypedef struct ks_rlock:

@@ -1493,7 +1493,8 @@ cdef class Engine:
         self.params = plan.params            # dict -> struct: every _spec.PARAMS field
         self.n_vcpus = plan.vcpus
         self.vcpus = <ks_vcpu *> calloc(plan.vcpus, sizeof(ks_vcpu))
-        self.sources = <ks_source *> calloc(max(1, len(plan.sources)), sizeof(ks_source))
+        # one empty source after each vCPU's: no cache line holds two vCPUs' sources
+        self.sources = <ks_source *> calloc(len(plan.sources) + plan.vcpus, sizeof(ks_source))
         if self.vcpus == NULL or self.sources == NULL:
             raise MemoryError()
         self.ctx.vcpus = self.vcpus
@@ -1538,6 +1539,7 @@ cdef class Engine:
             for sp in guest:
                 _init_source(self._keep, s, sp, plan.seed, 0)
                 s += 1
+            s += 1
             update_next(v, &self.params)
 
     def __reduce__(self):
@@ -1545,7 +1547,7 @@ cdef class Engine:
         # streams carry the state. A trace hook is not pickled.
         vcpus = [PyBytes_FromStringAndSize(<char *>&self.vcpus[i], sizeof(ks_vcpu))
                  for i in range(self.n_vcpus)]
-        n = len(self._plan.sources)
+        n = len(self._plan.sources) + self.n_vcpus       # with the padding after each vCPU's
         sources = [(self.sources[i].next_t, self.sources[i].idx) for i in range(n)]
         streams = [bg.state for bg in self._keep if isinstance(bg, np.random.PCG64)]
         ipis = [[_heap_items(&self.vcpus[i].in_kick), _heap_items(&self.vcpus[i].in_posted)]
