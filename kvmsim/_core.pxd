@@ -28,7 +28,9 @@ ctypedef struct ks_source:
     const int64_t *times
     int64_t ntimes
     int64_t idx
-    bitgen_t *rng
+    bitgen_t *rng         # -> gen
+    bitgen_t gen          # a copy of its PCG64's bitgen_t, read here (threads of a team
+                          # would share the PCG64 objects' cache lines)
 
 # An IPI from another vCPU in flight: it arrives at t (ties in the order seq was sent).
 ctypedef struct ks_ipi:
@@ -108,7 +110,8 @@ ctypedef struct ks_vcpu:
     int64_t next_posted   # the next posted interrupt (cached)
     ks_source *guest
     int32_t n_guest
-    bitgen_t *exit_rng
+    bitgen_t *exit_rng    # -> exit_gen
+    bitgen_t exit_gen     # (as ks_source.gen)
     int64_t *counts       # this run's counts: [interval - first][C_COLUMNS]
     int64_t first         # the interval counts[0] holds
     int64_t *row          # the row of the interval ending at row_end (a cursor)

@@ -1463,7 +1463,8 @@ cdef void _init_source(list keep, ks_source *s, sp, seed, bint posted):
     s.idx = 0
     bg = bit_generator(seed, sp.spawn_key)
     keep += [bg, sp.times_ns]
-    s.rng = _bitgen(bg)
+    s.gen = _bitgen(bg)[0]
+    s.rng = &s.gen
     if s.dist == DIST_POISSON:
         s.next_t = after(0, random_standard_exponential(s.rng) * s.mean_ns)
     elif s.dist == DIST_PERIODIC:
@@ -1527,7 +1528,8 @@ cdef class Engine:
             v.ctx = &self.ctx
             bg = bit_generator(plan.seed, (i, 0))
             self._keep.append(bg)
-            v.exit_rng = _bitgen(bg)
+            v.exit_gen = _bitgen(bg)[0]
+            v.exit_rng = &v.exit_gen
             host = [sp for sp in by_vcpu[i] if not sp.guest]
             guest = [sp for sp in by_vcpu[i] if sp.guest]
             v.host, v.n_host = s, len(host)
@@ -1662,7 +1664,8 @@ def _restore(plan, vcpus, sources, streams, ipis, ipi_seq, threads):
         fresh = e.vcpus[i]
         memcpy(&e.vcpus[i], <const char *>vcpus[i], sizeof(ks_vcpu))
         e.vcpus[i].host, e.vcpus[i].guest = fresh.host, fresh.guest
-        e.vcpus[i].exit_rng, e.vcpus[i].ctx = fresh.exit_rng, fresh.ctx
+        e.vcpus[i].exit_gen, e.vcpus[i].ctx = fresh.exit_gen, fresh.ctx
+        e.vcpus[i].exit_rng = &e.vcpus[i].exit_gen
         e.vcpus[i].in_kick = e.vcpus[i].in_posted = fresh.in_kick    # empty: filled below
         for heap, items in zip((0, 1), ipis[i]):
             for t, seq, kind in items:
