@@ -329,6 +329,21 @@ def test_a_worker_with_another_kvmsim_refuses_the_task():
         run_batch("0.0.0-other", [], 1.0)
 
 
+def test_each_run_takes_one_thread_unless_told(monkeypatch):
+    # The sweep's runs already fill the cores; a run asks for more only if its config does.
+    from kvmsim._sweep import run as R
+    seen = []
+
+    class Spy(R.Simulation):
+        def __init__(self, config, **kw):
+            seen.append(config.threads)
+            super().__init__(config, **kw)
+    monkeypatch.setattr(R, "Simulation", Spy)
+    cfg = ANCHOR.model_dump()
+    run_batch(_version.model(), [("a", cfg), ("b", {**cfg, "threads": 2})], 0.001)
+    assert seen == [1, 2]
+
+
 # --- the command ------------------------------------------------------------------------------
 def test_cli_bad_grid_exits_2_with_every_problem(capsys):
     code = main(["sweep", "--grid", "workload=anchor", "--grid", "order=linux-6.6,nope",
