@@ -7,13 +7,16 @@ model's values instead.
 """
 
 import io
+import re
 import shutil
 
 import pytest
 
 import kvmsim
+import kvmsim.spec
 from kvmsim import _cli as cli
 from kvmsim.host import CASES, _guest, usable, vendor_module
+from kvmsim.host import calibrate as CAL
 from kvmsim.host import cases as C
 
 WHY = usable()
@@ -163,6 +166,8 @@ def test_usable_reasons(tmp_path):
     assert "is missing" in usable(str(tmp_path / "kvm"))
 
 
+# --- calibrate: the [costs] table, and every cost it does not measure -----------------------
+
 def test_calibrate_bad_input_exit_2(capsys):
     assert cli.main(["calibrate", "--runs", "0", "--batches", "0"]) == 2
     err = capsys.readouterr().err
@@ -179,3 +184,42 @@ def test_calibrate_prints_costs_table():
     assert table.vmexit == table.vmenter > 0
     assert ("vmexit = " in text) != ("not resolved (entry and exit" in text)
     assert "# not measured on this host:" in text and "state_load" in text
+
+
+def _fake_calibration():
+    # entry and exit: 16000 - 6000 - 8 * 500 = 6000 ns; event: 35000 - 16000 - 14 * 500
+    return CAL.Calibration(t_idle=6000, t_insn=500, t_stop=16000, t_nmi=35000, runs=1,
+                           batches=1)
+
+
+def test_calibrate_lists_every_cost_it_does_not_measure():
+    """Every field of kvmsim.Costs is either in the [costs] table or in the "not measured"
+    list (task_work and ipi included), each with its own reason; none is listed twice."""
+    fields = set(kvmsim.Costs.model_fields)
+    assert {c.name for c in kvmsim.spec.COSTS} <= fields
+    assert set(CAL.MEASURED) <= fields
+    assert set(CAL.not_measured()) == fields - set(CAL.MEASURED)
+    assert {"task_work", "ipi"} <= set(CAL.not_measured())
+    assert set(CAL.WHY_NOT_MEASURED) <= fields, "a reason for a cost Costs no longer has"
+    assert CAL.UNKNOWN not in CAL.not_measured().values(), "a cost without its own reason"
+    text = CAL.costs_toml(_fake_calibration(), "a test host")
+    listed = re.findall(r"^#   (\w+): ", text, re.M)
+    assert sorted(listed) == sorted(fields - set(CAL.MEASURED))
+    table = re.findall(r"^(\w+) = ", text, re.M)
+    assert sorted(table) == sorted(CAL.MEASURED)
+    costs = kvmsim.Scenario.from_toml("duration = 1.0\n" + text).config.costs
+    assert (costs.vmexit, costs.vmenter, costs.event) == (3000, 3000, 12000)
+
+
+def test_calibrate_lists_a_cost_the_model_gains(monkeypatch):
+    """The list comes from kvmsim.Costs, not from a hand-written one: a new cost is listed
+    (with the generic reason) before calibrate knows it."""
+    class Costs:
+        model_fields = {**kvmsim.Costs.model_fields, "new_phase": None}
+
+    class FakeKvmsim:
+        pass
+    FakeKvmsim.Costs = Costs
+    monkeypatch.setattr(CAL, "kvmsim", FakeKvmsim)
+    assert CAL.not_measured()["new_phase"] == CAL.UNKNOWN
+    assert f"#   new_phase: {CAL.UNKNOWN}" in CAL.costs_toml(_fake_calibration(), "a test host")
