@@ -6,7 +6,9 @@ reason. The expected values are those docs/validation.md reports for this projec
 model's values instead.
 """
 
+import errno
 import io
+import os
 import re
 import shutil
 
@@ -15,6 +17,7 @@ import pytest
 import kvmsim
 import kvmsim.spec
 from kvmsim import _cli as cli
+from kvmsim import host as H
 from kvmsim.host import CASES, _guest, usable, vendor_module
 from kvmsim.host import calibrate as CAL
 from kvmsim.host import cases as C
@@ -162,8 +165,87 @@ def test_unusable_kvm_exit_2(monkeypatch):
     assert "no usable KVM: /dev/kvm is missing: test" in out.getvalue()
 
 
-def test_usable_reasons(tmp_path):
-    assert "is missing" in usable(str(tmp_path / "kvm"))
+# --- usable(): why /dev/kvm cannot run the cases -------------------------------------------
+
+def _fake_sysfs(monkeypatch, tmp_path, modules=(), flags=""):
+    """A /sys/module with these modules and a /proc/cpuinfo with these flags."""
+    sysmod = tmp_path / "sys-module"
+    sysmod.mkdir()
+    for name in modules:
+        (sysmod / name).mkdir()
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: fpu tsc msr {flags}\n")
+    monkeypatch.setattr(H, "SYS_MODULE", str(sysmod))
+    monkeypatch.setattr(H, "CPUINFO", str(cpuinfo))
+
+
+def test_usable_missing_no_module_no_flag(monkeypatch, tmp_path):
+    """No vmx/svm flag: kvm_intel and kvm_amd cannot load, but PVM needs neither, so the
+    reason names every vendor module and does not blame nested virtualisation alone."""
+    _fake_sysfs(monkeypatch, tmp_path)
+    dev = str(tmp_path / "kvm")
+    why = usable(dev)
+    assert why.startswith(f"{dev} is missing: no KVM module (kvm_intel, kvm_amd or kvm_pvm) "
+                          "is loaded; the CPU shows no vmx/svm flag"), why
+    assert "kvm_pvm needs neither" in why and "modprobe kvm_pvm" in why
+    assert vendor_module() == ""
+
+
+@pytest.mark.parametrize("flag, module", [("vmx", "kvm_intel"), ("svm", "kvm_amd")])
+def test_usable_missing_no_module_with_flag(monkeypatch, tmp_path, flag, module):
+    _fake_sysfs(monkeypatch, tmp_path, flags=flag)
+    dev = str(tmp_path / "kvm")
+    assert usable(dev) == (f"{dev} is missing: no KVM module (kvm_intel, kvm_amd or kvm_pvm) "
+                           f"is loaded (the CPU shows {flag}: modprobe {module})")
+
+
+@pytest.mark.parametrize("module", ["kvm_pvm", "kvm_intel", "kvm_amd"])
+def test_usable_missing_with_module_loaded(monkeypatch, tmp_path, module):
+    """A vendor module is loaded (kvm_pvm on a CPU without vmx/svm): the node is what is
+    missing, whatever the CPU flags say."""
+    _fake_sysfs(monkeypatch, tmp_path, modules=["kvm", module])
+    dev = str(tmp_path / "kvm")
+    why = usable(dev)
+    assert why == (f"{dev} is missing although {module} is loaded (udev did not create the "
+                   f"node: mknod {dev} c 10 232)")
+    assert "nested" not in why
+    assert vendor_module() == module
+
+
+PERMISSION = "permission denied (run as root or join the kvm group)"
+NO_VIRT = "no virtualisation support (nested virtualisation off, or disabled in firmware)"
+
+
+@pytest.mark.parametrize("err, reason", [
+    (errno.EACCES, PERMISSION), (errno.EPERM, PERMISSION),
+    (errno.ENXIO, f"{os.strerror(errno.ENXIO)}: {NO_VIRT}"),
+    (errno.ENODEV, f"{os.strerror(errno.ENODEV)}: {NO_VIRT}")])
+@pytest.mark.parametrize("command", ["host-check", "calibrate"])
+def test_usable_open_errors_exit_2(monkeypatch, tmp_path, capsys, err, reason, command):
+    """open(/dev/kvm) fails: usable() says why, and both commands print it and exit 2."""
+    dev = tmp_path / "kvm"
+    dev.touch()
+    real_open = os.open
+
+    def fake_open(path, *args, **kwargs):
+        if os.fspath(path) == str(dev):
+            raise OSError(err, os.strerror(err), str(dev))
+        return real_open(path, *args, **kwargs)
+    monkeypatch.setattr(os, "open", fake_open)
+    assert usable(str(dev)) == f"{dev}: {reason}"
+    monkeypatch.setattr(H, "DEVICE", str(dev))
+    assert usable() == f"{dev}: {reason}"
+    assert cli.main([command]) == 2
+    assert capsys.readouterr().out == f"kvmsim {command}: no usable KVM: {dev}: {reason}\n"
+
+
+def test_usable_missing_exit_2(monkeypatch, tmp_path, capsys):
+    _fake_sysfs(monkeypatch, tmp_path)
+    monkeypatch.setattr(H, "DEVICE", str(tmp_path / "kvm"))
+    assert cli.main(["host-check"]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith(f"kvmsim host-check: no usable KVM: {tmp_path / 'kvm'} is missing: "
+                          "no KVM module (kvm_intel, kvm_amd or kvm_pvm) is loaded")
 
 
 # --- calibrate: the [costs] table, and every cost it does not measure -----------------------
