@@ -19,8 +19,10 @@ import kvmsim.spec
 from kvmsim import _cli as cli
 from kvmsim import host as H
 from kvmsim.host import CASES, _guest, usable, vendor_module
+from kvmsim.host import _kvm
 from kvmsim.host import calibrate as CAL
 from kvmsim.host import cases as C
+from kvmsim.host._vmm import HostError
 
 WHY = usable()
 needs_kvm = pytest.mark.skipif(bool(WHY), reason=f"no usable KVM: {WHY}")
@@ -163,6 +165,95 @@ def test_unusable_kvm_exit_2(monkeypatch):
     args = cli.parser().parse_args(["host-check"])
     assert args.func(args, out) == 2
     assert "no usable KVM: /dev/kvm is missing: test" in out.getvalue()
+
+
+# --- host-check exits 1 when a case disagrees (no KVM needed: the host run is faked) ------
+
+class _FakeKvm:
+    """host-check opens /dev/kvm for each case's unavailable(); none is needed here."""
+
+    def close(self):
+        pass
+
+
+def _host_run_agreeing(script):
+    """nmi-burst-1 as the host shows it (docs/validation.md): one NMI taken after stop 1."""
+    return C.HostRun(nmi_outstanding=[0, 0, 0], irq_pending=[0, 0, 0], nmis_dropped=[0, 0, 0],
+                     log=[("nmi", 1)], stats={"nmi_injections": 1}, nmi_issued=1)
+
+
+def _run_host_check(monkeypatch, capsys, argv):
+    from kvmsim._cli import host
+    monkeypatch.setattr(host, "usable", lambda: "")
+    monkeypatch.setattr(_kvm, "Kvm", _FakeKvm)
+    rc = cli.main(argv)
+    return rc, capsys.readouterr().out
+
+
+def test_host_check_agreeing_fake_host_exit_0(monkeypatch, capsys):
+    """The fake host of the disagreement tests agrees when left alone."""
+    monkeypatch.setattr(C, "run_host", _host_run_agreeing)
+    rc, text = _run_host_check(monkeypatch, capsys, ["host-check", "--case", "nmi-burst-1"])
+    assert rc == 0, text
+    assert "# 1 cases: 1 agree, 0 agree except" in text and "0 disagree" in text
+
+
+@pytest.mark.parametrize("side", ["host", "model"])
+def test_host_check_disagreement_exit_1(monkeypatch, capsys, side):
+    """One observation differs (on the host's side or the model's): the row says NO, the
+    summary counts the case as disagreeing, and the exit status is 1."""
+    if side == "host":
+        def run_host(script):
+            run = _host_run_agreeing(script)
+            run.nmis_dropped = [0, 1, 1]
+            return run
+        monkeypatch.setattr(C, "run_host", run_host)
+        host, model = "0 1 1", "0 0 0"
+    else:
+        real_run_model = C.run_model
+
+        def run_model(script, engine="cython"):
+            run = real_run_model(script, engine)
+            run.nmis_dropped = [0, 2, 2]
+            return run
+        monkeypatch.setattr(C, "run_host", _host_run_agreeing)
+        monkeypatch.setattr(C, "run_model", run_model)
+        host, model = "0 0 0", "0 2 2"
+    rc, text = _run_host_check(monkeypatch, capsys, ["host-check", "--case", "nmi-burst-1"])
+    assert rc == 1, text
+    line = next(ln for ln in text.splitlines() if ln.startswith("nmi-burst-1 ")
+                and "NMIs dropped by each stop" in ln)
+    assert re.search(rf"\s{host}\s+{model}\s+NO$", line), line
+    others = [ln for ln in text.splitlines() if ln.startswith("nmi-burst-1 ") and ln != line]
+    assert others and all(ln.endswith(" yes") for ln in others), text
+    assert "# 1 cases: 0 agree, 0 agree except" in text and ", 1 disagree, 0 failed" in text
+
+
+def test_host_check_failed_on_host_exit_1(monkeypatch, capsys):
+    def run_host(script):
+        raise HostError("after stop 1 expected stop 2, got a test failure")
+    monkeypatch.setattr(C, "run_host", run_host)
+    rc, text = _run_host_check(monkeypatch, capsys, ["host-check", "--case", "nmi-burst-1"])
+    assert rc == 1, text
+    assert "(failed on the host)" in text and "got a test failure" in text
+    assert "0 disagree, 1 failed on the host" in text
+
+
+@needs_kvm
+def test_host_check_disagreement_exit_1_on_this_host(monkeypatch, capsys):
+    """The same with the real host run: only the model's side is changed."""
+    real_run_model = C.run_model
+
+    def run_model(script, engine="cython"):
+        run = real_run_model(script, engine)
+        run.nmis_per_interval = [n + 1 for n in run.nmis_per_interval]
+        return run
+    monkeypatch.setattr(C, "run_model", run_model)
+    assert cli.main(["host-check", "--case", "nmi-burst-1"]) == 1
+    text = capsys.readouterr().out
+    line = next(ln for ln in text.splitlines() if ln.startswith("nmi-burst-1 ")
+                and "NMIs taken between stops" in ln)
+    assert line.endswith(" NO") and ", 1 disagree," in text
 
 
 # --- usable(): why /dev/kvm cannot run the cases -------------------------------------------
