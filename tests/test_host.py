@@ -6,15 +6,23 @@ reason. The expected values are those docs/validation.md reports for this projec
 model's values instead.
 """
 
+import errno
 import io
+import os
+import re
 import shutil
 
 import pytest
 
 import kvmsim
+import kvmsim.spec
 from kvmsim import _cli as cli
+from kvmsim import host as H
 from kvmsim.host import CASES, _guest, usable, vendor_module
+from kvmsim.host import _kvm
+from kvmsim.host import calibrate as CAL
 from kvmsim.host import cases as C
+from kvmsim.host._vmm import HostError
 
 WHY = usable()
 needs_kvm = pytest.mark.skipif(bool(WHY), reason=f"no usable KVM: {WHY}")
@@ -159,9 +167,179 @@ def test_unusable_kvm_exit_2(monkeypatch):
     assert "no usable KVM: /dev/kvm is missing: test" in out.getvalue()
 
 
-def test_usable_reasons(tmp_path):
-    assert "is missing" in usable(str(tmp_path / "kvm"))
+# --- host-check exits 1 when a case disagrees (no KVM needed: the host run is faked) ------
 
+class _FakeKvm:
+    """host-check opens /dev/kvm for each case's unavailable(); none is needed here."""
+
+    def close(self):
+        pass
+
+
+def _host_run_agreeing(script):
+    """nmi-burst-1 as the host shows it (docs/validation.md): one NMI taken after stop 1."""
+    return C.HostRun(nmi_outstanding=[0, 0, 0], irq_pending=[0, 0, 0], nmis_dropped=[0, 0, 0],
+                     log=[("nmi", 1)], stats={"nmi_injections": 1}, nmi_issued=1)
+
+
+def _run_host_check(monkeypatch, capsys, argv):
+    from kvmsim._cli import host
+    monkeypatch.setattr(host, "usable", lambda: "")
+    monkeypatch.setattr(_kvm, "Kvm", _FakeKvm)
+    rc = cli.main(argv)
+    return rc, capsys.readouterr().out
+
+
+def test_host_check_agreeing_fake_host_exit_0(monkeypatch, capsys):
+    """The fake host of the disagreement tests agrees when left alone."""
+    monkeypatch.setattr(C, "run_host", _host_run_agreeing)
+    rc, text = _run_host_check(monkeypatch, capsys, ["host-check", "--case", "nmi-burst-1"])
+    assert rc == 0, text
+    assert "# 1 cases: 1 agree, 0 agree except" in text and "0 disagree" in text
+
+
+@pytest.mark.parametrize("side", ["host", "model"])
+def test_host_check_disagreement_exit_1(monkeypatch, capsys, side):
+    """One observation differs (on the host's side or the model's): the row says NO, the
+    summary counts the case as disagreeing, and the exit status is 1."""
+    if side == "host":
+        def run_host(script):
+            run = _host_run_agreeing(script)
+            run.nmis_dropped = [0, 1, 1]
+            return run
+        monkeypatch.setattr(C, "run_host", run_host)
+        host, model = "0 1 1", "0 0 0"
+    else:
+        real_run_model = C.run_model
+
+        def run_model(script, engine="cython"):
+            run = real_run_model(script, engine)
+            run.nmis_dropped = [0, 2, 2]
+            return run
+        monkeypatch.setattr(C, "run_host", _host_run_agreeing)
+        monkeypatch.setattr(C, "run_model", run_model)
+        host, model = "0 0 0", "0 2 2"
+    rc, text = _run_host_check(monkeypatch, capsys, ["host-check", "--case", "nmi-burst-1"])
+    assert rc == 1, text
+    line = next(ln for ln in text.splitlines() if ln.startswith("nmi-burst-1 ")
+                and "NMIs dropped by each stop" in ln)
+    assert re.search(rf"\s{host}\s+{model}\s+NO$", line), line
+    others = [ln for ln in text.splitlines() if ln.startswith("nmi-burst-1 ") and ln != line]
+    assert others and all(ln.endswith(" yes") for ln in others), text
+    assert "# 1 cases: 0 agree, 0 agree except" in text and ", 1 disagree, 0 failed" in text
+
+
+def test_host_check_failed_on_host_exit_1(monkeypatch, capsys):
+    def run_host(script):
+        raise HostError("after stop 1 expected stop 2, got a test failure")
+    monkeypatch.setattr(C, "run_host", run_host)
+    rc, text = _run_host_check(monkeypatch, capsys, ["host-check", "--case", "nmi-burst-1"])
+    assert rc == 1, text
+    assert "(failed on the host)" in text and "got a test failure" in text
+    assert "0 disagree, 1 failed on the host" in text
+
+
+@needs_kvm
+def test_host_check_disagreement_exit_1_on_this_host(monkeypatch, capsys):
+    """The same with the real host run: only the model's side is changed."""
+    real_run_model = C.run_model
+
+    def run_model(script, engine="cython"):
+        run = real_run_model(script, engine)
+        run.nmis_per_interval = [n + 1 for n in run.nmis_per_interval]
+        return run
+    monkeypatch.setattr(C, "run_model", run_model)
+    assert cli.main(["host-check", "--case", "nmi-burst-1"]) == 1
+    text = capsys.readouterr().out
+    line = next(ln for ln in text.splitlines() if ln.startswith("nmi-burst-1 ")
+                and "NMIs taken between stops" in ln)
+    assert line.endswith(" NO") and ", 1 disagree," in text
+
+
+# --- usable(): why /dev/kvm cannot run the cases -------------------------------------------
+
+def _fake_sysfs(monkeypatch, tmp_path, modules=(), flags=""):
+    """A /sys/module with these modules and a /proc/cpuinfo with these flags."""
+    sysmod = tmp_path / "sys-module"
+    sysmod.mkdir()
+    for name in modules:
+        (sysmod / name).mkdir()
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: fpu tsc msr {flags}\n")
+    monkeypatch.setattr(H, "SYS_MODULE", str(sysmod))
+    monkeypatch.setattr(H, "CPUINFO", str(cpuinfo))
+
+
+def test_usable_missing_no_module_no_flag(monkeypatch, tmp_path):
+    """No vmx/svm flag: kvm_intel and kvm_amd cannot load, but PVM needs neither, so the
+    reason names every vendor module and does not blame nested virtualisation alone."""
+    _fake_sysfs(monkeypatch, tmp_path)
+    dev = str(tmp_path / "kvm")
+    why = usable(dev)
+    assert why.startswith(f"{dev} is missing: no KVM module (kvm_intel, kvm_amd or kvm_pvm) "
+                          "is loaded; the CPU shows no vmx/svm flag"), why
+    assert "kvm_pvm needs neither" in why and "modprobe kvm_pvm" in why
+    assert vendor_module() == ""
+
+
+@pytest.mark.parametrize("flag, module", [("vmx", "kvm_intel"), ("svm", "kvm_amd")])
+def test_usable_missing_no_module_with_flag(monkeypatch, tmp_path, flag, module):
+    _fake_sysfs(monkeypatch, tmp_path, flags=flag)
+    dev = str(tmp_path / "kvm")
+    assert usable(dev) == (f"{dev} is missing: no KVM module (kvm_intel, kvm_amd or kvm_pvm) "
+                           f"is loaded (the CPU shows {flag}: modprobe {module})")
+
+
+@pytest.mark.parametrize("module", ["kvm_pvm", "kvm_intel", "kvm_amd"])
+def test_usable_missing_with_module_loaded(monkeypatch, tmp_path, module):
+    """A vendor module is loaded (kvm_pvm on a CPU without vmx/svm): the node is what is
+    missing, whatever the CPU flags say."""
+    _fake_sysfs(monkeypatch, tmp_path, modules=["kvm", module])
+    dev = str(tmp_path / "kvm")
+    why = usable(dev)
+    assert why == (f"{dev} is missing although {module} is loaded (udev did not create the "
+                   f"node: mknod {dev} c 10 232)")
+    assert "nested" not in why
+    assert vendor_module() == module
+
+
+PERMISSION = "permission denied (run as root or join the kvm group)"
+NO_VIRT = "no virtualisation support (nested virtualisation off, or disabled in firmware)"
+
+
+@pytest.mark.parametrize("err, reason", [
+    (errno.EACCES, PERMISSION), (errno.EPERM, PERMISSION),
+    (errno.ENXIO, f"{os.strerror(errno.ENXIO)}: {NO_VIRT}"),
+    (errno.ENODEV, f"{os.strerror(errno.ENODEV)}: {NO_VIRT}")])
+@pytest.mark.parametrize("command", ["host-check", "calibrate"])
+def test_usable_open_errors_exit_2(monkeypatch, tmp_path, capsys, err, reason, command):
+    """open(/dev/kvm) fails: usable() says why, and both commands print it and exit 2."""
+    dev = tmp_path / "kvm"
+    dev.touch()
+    real_open = os.open
+
+    def fake_open(path, *args, **kwargs):
+        if os.fspath(path) == str(dev):
+            raise OSError(err, os.strerror(err), str(dev))
+        return real_open(path, *args, **kwargs)
+    monkeypatch.setattr(os, "open", fake_open)
+    assert usable(str(dev)) == f"{dev}: {reason}"
+    monkeypatch.setattr(H, "DEVICE", str(dev))
+    assert usable() == f"{dev}: {reason}"
+    assert cli.main([command]) == 2
+    assert capsys.readouterr().out == f"kvmsim {command}: no usable KVM: {dev}: {reason}\n"
+
+
+def test_usable_missing_exit_2(monkeypatch, tmp_path, capsys):
+    _fake_sysfs(monkeypatch, tmp_path)
+    monkeypatch.setattr(H, "DEVICE", str(tmp_path / "kvm"))
+    assert cli.main(["host-check"]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith(f"kvmsim host-check: no usable KVM: {tmp_path / 'kvm'} is missing: "
+                          "no KVM module (kvm_intel, kvm_amd or kvm_pvm) is loaded")
+
+
+# --- calibrate: the [costs] table, and every cost it does not measure -----------------------
 
 def test_calibrate_bad_input_exit_2(capsys):
     assert cli.main(["calibrate", "--runs", "0", "--batches", "0"]) == 2
@@ -179,3 +357,42 @@ def test_calibrate_prints_costs_table():
     assert table.vmexit == table.vmenter > 0
     assert ("vmexit = " in text) != ("not resolved (entry and exit" in text)
     assert "# not measured on this host:" in text and "state_load" in text
+
+
+def _fake_calibration():
+    # entry and exit: 16000 - 6000 - 8 * 500 = 6000 ns; event: 35000 - 16000 - 14 * 500
+    return CAL.Calibration(t_idle=6000, t_insn=500, t_stop=16000, t_nmi=35000, runs=1,
+                           batches=1)
+
+
+def test_calibrate_lists_every_cost_it_does_not_measure():
+    """Every field of kvmsim.Costs is either in the [costs] table or in the "not measured"
+    list (task_work and ipi included), each with its own reason; none is listed twice."""
+    fields = set(kvmsim.Costs.model_fields)
+    assert {c.name for c in kvmsim.spec.COSTS} <= fields
+    assert set(CAL.MEASURED) <= fields
+    assert set(CAL.not_measured()) == fields - set(CAL.MEASURED)
+    assert {"task_work", "ipi"} <= set(CAL.not_measured())
+    assert set(CAL.WHY_NOT_MEASURED) <= fields, "a reason for a cost Costs no longer has"
+    assert CAL.UNKNOWN not in CAL.not_measured().values(), "a cost without its own reason"
+    text = CAL.costs_toml(_fake_calibration(), "a test host")
+    listed = re.findall(r"^#   (\w+): ", text, re.M)
+    assert sorted(listed) == sorted(fields - set(CAL.MEASURED))
+    table = re.findall(r"^(\w+) = ", text, re.M)
+    assert sorted(table) == sorted(CAL.MEASURED)
+    costs = kvmsim.Scenario.from_toml("duration = 1.0\n" + text).config.costs
+    assert (costs.vmexit, costs.vmenter, costs.event) == (3000, 3000, 12000)
+
+
+def test_calibrate_lists_a_cost_the_model_gains(monkeypatch):
+    """The list comes from kvmsim.Costs, not from a hand-written one: a new cost is listed
+    (with the generic reason) before calibrate knows it."""
+    class Costs:
+        model_fields = {**kvmsim.Costs.model_fields, "new_phase": None}
+
+    class FakeKvmsim:
+        pass
+    FakeKvmsim.Costs = Costs
+    monkeypatch.setattr(CAL, "kvmsim", FakeKvmsim)
+    assert CAL.not_measured()["new_phase"] == CAL.UNKNOWN
+    assert f"#   new_phase: {CAL.UNKNOWN}" in CAL.costs_toml(_fake_calibration(), "a test host")

@@ -14,11 +14,14 @@ from ._kvm import API_VERSION, Kvm, KvmError
 from .cases import CASES, Case, Observation, Outcome, Script
 
 DEVICE = "/dev/kvm"
+CPUINFO = "/proc/cpuinfo"
+SYS_MODULE = "/sys/module"          # one directory per loaded module
+VENDOR_MODULES = ("kvm_intel", "kvm_amd", "kvm_pvm")
 
 
 def _cpu_flags() -> set[str]:
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(CPUINFO) as f:
             for line in f:
                 if line.startswith("flags"):
                     return set(line.split(":", 1)[1].split())
@@ -27,17 +30,33 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
-def usable(device: str = DEVICE) -> str:
-    """'' if /dev/kvm can run the cases, else why not (missing, permission, nested
-    virtualisation off, wrong API)."""
+def _loaded_vendor_modules() -> list[str]:
+    """Which of kvm_intel, kvm_amd and kvm_pvm are loaded (SYS_MODULE/<name> exists)."""
+    return [n for n in VENDOR_MODULES if os.path.isdir(os.path.join(SYS_MODULE, n))]
+
+
+def _why_missing(device: str) -> str:
+    loaded = _loaded_vendor_modules()
+    if loaded:
+        return (f"{device} is missing although {' and '.join(loaded)} is loaded (udev did not "
+                f"create the node: mknod {device} c 10 232)")
+    why = f"{device} is missing: no KVM module (kvm_intel, kvm_amd or kvm_pvm) is loaded"
+    flags = _cpu_flags()
+    for flag, module in (("vmx", "kvm_intel"), ("svm", "kvm_amd")):
+        if flag in flags:
+            return f"{why} (the CPU shows {flag}: modprobe {module})"
+    return (f"{why}; the CPU shows no vmx/svm flag, so kvm_intel and kvm_amd cannot load "
+            "(inside a VM: nested virtualisation is off, or disabled in firmware); kvm_pvm "
+            "needs neither (modprobe kvm_pvm, on a kernel built with PVM)")
+
+
+def usable(device: str | None = None) -> str:
+    """'' if /dev/kvm (DEVICE) can run the cases, else why not: missing (which vendor module
+    is loaded, whether the CPU shows vmx/svm), permission, no virtualisation support, wrong
+    API, no VM with an irqchip."""
+    device = device or DEVICE
     if not os.path.exists(device):
-        flags = _cpu_flags()
-        if not flags & {"vmx", "svm"}:
-            why = ("the CPU shows no vmx/svm flag: inside a VM, nested virtualisation is off "
-                   "(or the kvm module is not loaded)")
-        else:
-            why = "the kvm module is not loaded (modprobe kvm_intel or kvm_amd)"
-        return f"{device} is missing: {why}"
+        return _why_missing(device)
     try:
         kvm = Kvm(device)
     except KvmError as e:
@@ -66,7 +85,7 @@ def usable(device: str = DEVICE) -> str:
 def vendor_module() -> str:
     """The loaded KVM vendor module (kvm_intel, kvm_amd, kvm_pvm, ...), or ''."""
     try:
-        names = os.listdir("/sys/module")
+        names = os.listdir(SYS_MODULE)
     except OSError:
         return ""
     return next((n for n in sorted(names) if n.startswith("kvm_")), "")
