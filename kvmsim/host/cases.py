@@ -36,6 +36,7 @@ CANCEL_STATE_LOAD_NS = 100    # signal-cancel: the window between the checks and
 POST_GAP_S = 0.1e-3           # cross-thread MSIs: model time between two posts
 KICK_AT_S = 0.5e-3            # kick: model time of the kick after its stop
 HOST_POST_TIMEOUT = 1.0       # seconds a cross-thread MSI may take to reach the guest
+HOST_POST_SETTLE = 2e-3       # ... and to finish its handler (EOI, IRET) before the next one
 HOST_KICK_DELAY = 0.005       # seconds the guest runs before the kick signal
 
 
@@ -119,7 +120,9 @@ class HostRun:
 
 def _post_msis(m: Machine, count: int, errors: list) -> None:
     """Another thread posts `count` MSIs to the running vCPU, each after the last one
-    reached the guest (kvm_set_msi -> __apic_accept_irq -> kvm_vcpu_kick)."""
+    reached the guest (kvm_set_msi -> __apic_accept_irq -> kvm_vcpu_kick) and its handler
+    had time to return: an MSI that lands before the IRET finds interrupts disabled, and
+    KVM opens an IRQ window the model's script does not have."""
     try:
         for _ in range(count):
             seen = m.read("irq_count")
@@ -130,6 +133,7 @@ def _post_msis(m: Machine, count: int, errors: list) -> None:
                     raise HostError("a cross-thread MSI did not reach the guest within "
                                     f"{HOST_POST_TIMEOUT:g} s")
                 time.sleep(50e-6)
+            time.sleep(HOST_POST_SETTLE)
     except Exception as e:                      # reported by the vCPU thread
         errors.append(e)
     finally:
