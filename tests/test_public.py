@@ -114,3 +114,9 @@ def test_docs_name_no_private_module_but_the_c_api():
     private = {d: w for d, w in _named_in_docs().items()
                if any(p.startswith("_") for p in d.split(".")) and d not in PRIVATE_ALLOWED}
     assert not private, f"docs name private modules (use the public name): {private}"
+
+
+def test_the_installed_version_is_the_packages():
+    # pyproject reads it from kvmsim/_version.py: one place, which sweep workers compare
+    from importlib.metadata import version
+    assert version("kvmsim") == kvmsim.__version__
