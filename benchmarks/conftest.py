@@ -11,6 +11,7 @@ import kvmsim
 from kvmsim._workload import _spec2017_vtune
 
 sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "tests"))  # workloads
 import c_model  # noqa: E402
 import report  # noqa: E402
 from simpy_model import SimPyRun  # noqa: E402
