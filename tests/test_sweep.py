@@ -631,3 +631,14 @@ def test_cli_on_the_cluster_interrupted_then_resumed(client, tmp_path, reference
     assert f"{len(kept)} of 48 runs already in {out}" in again.stderr
     assert lines(out)[:len(kept)] == kept
     check_file(out, reference)
+
+
+def test_cli_a_counter_named_twice_is_one_column(capsys):
+    args = ["sweep", "--grid", "workload=anchor", "--seeds", "2", "--duration", "0.01",
+            "--no-progress", "-e"]
+    assert main(args + ["probe:vmx_cancel_injection,vmx_cancel_injection,vmexits,vmexits"]) == 0
+    assert main(args + ["canceled_vmenters,vmexits"]) == 0
+    twice, once = capsys.readouterr().out.split("# ")[1:]
+    assert twice == once
+    assert once.splitlines()[1].split() == ["workload", "n", "canceled_vmenters", "+-95%",
+                                            "vmexits", "+-95%"]

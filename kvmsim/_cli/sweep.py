@@ -90,7 +90,9 @@ def _base(args, problems) -> Scenario | None:
 def _counters(args, scn, plan, problems) -> list[str]:
     """The -e names, checked against the plan's counters; if the grid is bad, against those
     any order could have (a per-request counter of any request)."""
-    names = [_names.canonical(n) for n in args.counters.split(",") if n.strip()]
+    # Two names of one counter (or one name twice) are one column: the first is kept.
+    names = list(dict.fromkeys(_names.canonical(n.strip()) for n in args.counters.split(",")
+                               if n.strip()))
     if plan:
         known = set(plan.counters)
     else:
