@@ -642,3 +642,20 @@ def test_cli_a_counter_named_twice_is_one_column(capsys):
     assert twice == once
     assert once.splitlines()[1].split() == ["workload", "n", "canceled_vmenters", "+-95%",
                                             "vmexits", "+-95%"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["missing.toml"], "missing.toml: cannot read scenario file: No such file or directory"),
+    (["BAD"], "BAD: not a scenario file: byte 0 is not UTF-8 (scenario files are TOML)"),
+    (["--seed", "-1"], "--seed: ")])
+def test_cli_a_bad_base_is_not_blamed_on_the_default_counters(tmp_path, capsys, args,
+                                                              message):
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b"\xff\xfe")
+    args = [str(bad) if a == "BAD" else a for a in args]
+    message = message.replace("BAD", str(bad))
+    assert main(["sweep", *args, "--grid", "order=linux-6.6"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"kvmsim sweep: error: {message}"), err
+    assert main(["sweep", *args, "--grid", "order=linux-6.6", "-e", "nonsense"]) == 2
+    assert "-e: unknown counter nonsense" in capsys.readouterr().err

@@ -89,14 +89,16 @@ def _base(args, problems) -> Scenario | None:
 
 def _counters(args, scn, plan, problems) -> list[str]:
     """The -e names, checked against the plan's counters; if the grid is bad, against those
-    any order could have (a per-request counter of any request)."""
+    any order could have (a per-request counter of any request); if the base scenario is
+    bad too, against the default scenario's."""
     # Two names of one counter (or one name twice) are one column: the first is kept.
     names = list(dict.fromkeys(_names.canonical(n.strip()) for n in args.counters.split(",")
                                if n.strip()))
     if plan:
         known = set(plan.counters)
     else:
-        base = P.counter_names(scn.config) if scn else []
+        # A bad base scenario (or --seed) is reported on its own: check against the defaults.
+        base = P.counter_names((scn or Scenario()).config)
         kinds = {n.rpartition(".")[0] for n in base if n.rpartition(".")[2] in catalogue.BY_NAME}
         known = {*base, *(f"{k}.{r}" for k in kinds for r in catalogue.BY_NAME)}
     unknown = [n for n in names if n not in known]
