@@ -698,3 +698,17 @@ def test_summed_counts_stay_exact_in_the_api():
     assert int(big.intervals["ns.guest"][0]) == 2**63 + 2
     assert int(big.to_pandas()["ns.guest"].iloc[0]) == 2**63 + 2
     assert big.intervals["vmexits"].tolist() == r.intervals["vmexits"].tolist()
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["compare", "missing.toml", "linux-6.6"], "runs: missing.toml"),
+    (["lint-order", "missing.toml"], "ORDER"),
+    (["lint-order", "no/such/x86.c"], "ORDER"),
+    (["stat", "--order", "no/such/tree"], "--order")])
+def test_a_file_that_does_not_exist_is_not_called_an_unknown_order(cli, args, flag):
+    p = cli(*args, "--duration", "0.01")
+    name = next(a for a in args[1:] if a.endswith((".toml", ".c")) or "/" in a)
+    assert (p.returncode, p.stdout) == (2, "")
+    assert p.stderr == (f"kvmsim {args[0]}: error: {flag}: cannot read {name!r}: no such file "
+                        "or directory; allowed: a scenario file, kernel tree or x86.c that "
+                        "exists, or an order (`kvmsim orders`)\n")

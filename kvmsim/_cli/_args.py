@@ -109,7 +109,17 @@ def order_value(text: str) -> str | list[str]:
             return list(order_from_source(text).names(known_only=True))
         except ValueError as e:
             raise ConfigError([("order", str(e))]) from None
+    if text not in profiles.PROFILES and looks_like_path(text) and not os.path.exists(text):
+        raise ConfigError([("order", f"cannot read {text!r}: no such file or directory; "
+                                     "allowed: a scenario file, kernel tree or x86.c that "
+                                     "exists, or an order (`kvmsim orders`)")])
     return text
+
+
+def looks_like_path(text: str) -> bool:
+    """A name meant as a file: it ends in .toml or .c, or has a path separator."""
+    return (text.endswith((".toml", ".c")) or os.sep in text
+            or (os.altsep is not None and os.altsep in text))
 
 
 def is_kernel_source(path: str) -> bool:
