@@ -712,3 +712,16 @@ def test_a_file_that_does_not_exist_is_not_called_an_unknown_order(cli, args, fl
     assert p.stderr == (f"kvmsim {args[0]}: error: {flag}: cannot read {name!r}: no such file "
                         "or directory; allowed: a scenario file, kernel tree or x86.c that "
                         "exists, or an order (`kvmsim orders`)\n")
+
+
+def test_ctrl_c_in_the_first_of_repeated_runs_prints_no_block(tmp_path):
+    child = subprocess.Popen([sys.executable, "-m", "kvmsim", "stat", "--duration", "1e5",
+                              "-r", "5"], cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=30)
+    assert child.returncode == 130
+    assert out == "" and "nan" not in out and "Traceback" not in err
+    assert err == ("kvmsim stat: interrupted during run 1 of 5; no run finished, nothing to "
+                   "print\n")

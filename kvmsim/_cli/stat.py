@@ -164,6 +164,10 @@ def repeat(args, scn, events, dest) -> int:
         totals.append(sim.result().totals)
     progress.close()
     n = len(totals)
+    if n == 0:              # no run finished: no mean to print, only the message
+        print(f"kvmsim stat: interrupted during run 1 of {args.repeat}; no run finished, "
+              "nothing to print", file=sys.stderr)
+        return 130
     print(f"\n Performance counter stats for 'kvmsim' ({n} runs, seeds {scn.config.seed}.."
           f"{scn.config.seed + max(n, 1) - 1}):\n", file=dest)
     for e in events:
