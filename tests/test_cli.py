@@ -725,3 +725,17 @@ def test_ctrl_c_in_the_first_of_repeated_runs_prints_no_block(tmp_path):
     assert out == "" and "nan" not in out and "Traceback" not in err
     assert err == ("kvmsim stat: interrupted during run 1 of 5; no run finished, nothing to "
                    "print\n")
+
+
+@pytest.mark.parametrize("ms, ok", [("0.000001", True), ("0.000003", True), ("0.3", True),
+                                    ("0.0000015", False), ("0.0000001", False),
+                                    ("nan", False), ("inf", False), ("2e12", False)])
+def test_interval_of_whole_nanoseconds_is_taken(cli, ms, ok):
+    p = cli("stat", "--duration", "0.000000004", "-I", ms, "--engine", "python")
+    if ok:
+        assert p.returncode == 0, p.stderr
+    else:
+        assert p.returncode == 2 and p.stdout == ""
+        assert p.stderr.startswith("kvmsim stat: error: -I: ")
+        assert "allowed: milliseconds in 1e-06..1e+12, whole nanoseconds" in p.stderr
+        assert p.stderr.count("\n") == 1

@@ -4,12 +4,13 @@ the one mapping from a bad field to the flag that set it."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 
 from .. import _names, _spec, profiles
 from .._config import Config, Host
 from .._errors import ConfigError
-from .._limits import MAX_SECONDS, to_ns
+from .._limits import MAX_SECONDS, NS, to_ns
 from .._scenario import Scenario
 from .._source_order import order_from_source
 from .._workload import PRESETS as WORKLOADS
@@ -190,8 +191,13 @@ def scenario(args, problems: list, path: str | None = None, order: str | None = 
     ms = getattr(args, "interval", None)
     if ms is not None:
         try:
-            to_ns(ms / 1000)
-            run["interval"] = ms / 1000
+            # Whole nanoseconds counted from the milliseconds given: ms / 1000 in float is
+            # not always what to_ns takes (1e-06 ms gives 9.999999999999999e-10 s).
+            ns = ms * 1e6
+            if not math.isfinite(ns) or abs(ns - round(ns)) > max(1e-6, 1e-15 * abs(ns)):
+                raise ValueError(ms)
+            to_ns(round(ns) / NS)
+            run["interval"] = round(ns) / NS
         except ValueError:
             problems.append(("-I", f"{ms:g} ms; allowed: milliseconds in "
                                    f"1e-06..{MAX_SECONDS * 1000:g}, whole nanoseconds"))
