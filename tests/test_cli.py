@@ -739,3 +739,18 @@ def test_interval_of_whole_nanoseconds_is_taken(cli, ms, ok):
         assert p.stderr.startswith("kvmsim stat: error: -I: ")
         assert "allowed: milliseconds in 1e-06..1e+12, whole nanoseconds" in p.stderr
         assert p.stderr.count("\n") == 1
+
+
+def test_a_bad_switch_value_or_a_key_given_twice_is_named(cli):
+    p = cli("stat", "--behaviour", "vnmi=maybe,lvtpc_automask=foo", "--host", "apicv=maybe")
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.splitlines() == [
+        "kvmsim stat: error: --host: apicv = 'maybe'; allowed: on, off",
+        "kvmsim stat: error: --behaviour: vnmi = 'maybe'; allowed: on, off",
+        "kvmsim stat: error: --behaviour: lvtpc_automask = 'foo'; allowed: 'none', 'all', "
+        "'intel'"]
+    p = cli("stat", "--host", "apicv=on,apicv=off", "--behaviour", "vnmi=on,vnmi=on")
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.splitlines() == [
+        "kvmsim stat: error: --host: apicv given twice; give each key once",
+        "kvmsim stat: error: --behaviour: vnmi given twice; give each key once"]

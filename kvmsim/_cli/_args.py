@@ -28,20 +28,36 @@ def onoff(text: str) -> bool | None:
 
 
 def pairs(text: str, flag: str, problems: list, value=lambda key, v: v) -> dict:
-    """`KEY=VALUE,KEY=VALUE` -> {KEY: value(KEY, VALUE)}; value returns None for a bad one."""
-    out, bad = {}, []
+    """`KEY=VALUE,KEY=VALUE` -> {KEY: value(KEY, VALUE)}; value returns None for a bad one,
+    which is reported with the values `allowed` gives for its key. A key given twice is
+    refused."""
+    out, bad, twice = {}, [], []
     for item in (i.strip() for i in text.split(",") if i.strip()):
         key, eq, raw = (x.strip() for x in item.partition("="))
-        parsed = value(key, raw) if eq and key else None
-        if parsed is None:
+        if not (eq and key):
             bad.append(item)
+        elif key in out or key in twice:
+            twice.append(key)
         else:
+            parsed = value(key, raw)
             out[key] = parsed
-    if bad or not out:
+            if parsed is None:
+                problems.append((flag, f"{key} = {raw!r}; allowed: {_allowed(flag, key)}"))
+    for key in dict.fromkeys(twice):
+        problems.append((flag, f"{key} given twice; give each key once"))
+    if bad or not (out or twice):
         problems.append((flag, f"{', '.join(map(repr, bad)) or repr(text)}: expected "
                                "KEY=VALUE[,KEY=VALUE...]" + (
                                    "; values on or off" if flag == "--host" else "")))
-    return out
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _allowed(flag: str, key: str) -> str:
+    """The values a --host feature or --behaviour switch takes, as text."""
+    switch = profiles.SWITCH.get(key) if flag == "--behaviour" else None
+    if switch is not None and not isinstance(switch.values[0], bool):
+        return ", ".join(map(repr, switch.values))
+    return "on, off"
 
 
 def _switch_value(key: str, raw: str):
