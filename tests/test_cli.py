@@ -754,3 +754,21 @@ def test_a_bad_switch_value_or_a_key_given_twice_is_named(cli):
     assert p.stderr.splitlines() == [
         "kvmsim stat: error: --host: apicv given twice; give each key once",
         "kvmsim stat: error: --behaviour: vnmi given twice; give each key once"]
+
+
+def test_orders_profiles_and_citations_together_and_for_one_profile(cli):
+    from kvmsim import profiles
+    both, table, cites = (cli("orders", *f) for f in (("--profiles", "--citations"),
+                                                        ("--profiles",), ("--citations",)))
+    assert both.returncode == table.returncode == cites.returncode == 0
+    assert both.stdout == table.stdout + "\n" + cites.stdout
+    one = cli("orders", "linux-6.6", "--citations")
+    plain = cli("orders", "linux-6.6")
+    assert one.returncode == 0 and one.stdout.startswith(plain.stdout + "\n")
+    rows = [line.split()[:2] for line in one.stdout[len(plain.stdout) + 1:].splitlines()]
+    behaviour = profiles.PROFILES["linux-6.6"].behaviour
+    assert rows[0] == ["switch", "value"] and len(rows) > 2
+    assert all(str(behaviour[s]) == v for s, v in rows[1:])
+    assert ["lvtpc_automask", "intel"] not in rows            # linux-6.9's, not 6.6's
+    bad = cli("orders", "PMU,EVENT", "--citations")
+    assert (bad.returncode, bad.stdout) == (2, "") and bad.stderr.count("\n") == 1
