@@ -659,3 +659,15 @@ def test_cli_a_bad_base_is_not_blamed_on_the_default_counters(tmp_path, capsys, 
     assert len(err) == 1 and err[0].startswith(f"kvmsim sweep: error: {message}"), err
     assert main(["sweep", *args, "--grid", "order=linux-6.6", "-e", "nonsense"]) == 2
     assert "-e: unknown counter nonsense" in capsys.readouterr().err
+
+
+def test_cli_a_grid_path_that_is_a_flag_is_named_by_its_path(capsys):
+    assert main(["sweep", "--grid", "duration=1,2", "--grid", "seeds=2",
+                 "--duration", "-1"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("kvmsim sweep: error: --duration: -1.0 s is out of range")
+    assert [e.split(";")[0] for e in err[1:]] == [
+        "kvmsim sweep: error: duration: unknown field 'duration' in the config",
+        "kvmsim sweep: error: seeds: unknown field 'seeds' in the config"]
+    assert err[1].endswith("; the run length is not swept: use --duration")
+    assert err[2].endswith("; use --seeds for the number of seeds per point")

@@ -34,6 +34,12 @@ examples:
 """
 
 
+# What to give instead of a grid path that is a flag of the sweep, not a field.
+GRID_HINTS = {"duration": "; the run length is not swept: use --duration",
+              "seeds": "; use --seeds for the number of seeds per point",
+              "seed": "; use --seed for the base seed (--seeds for how many)"}
+
+
 def add(subparsers) -> None:
     p = subparsers.add_parser("sweep", help="run a grid of configs x seeds (local threads or "
                               "a dask cluster) and summarize", epilog=EPILOG,
@@ -186,8 +192,12 @@ def cmd_sweep(args, out) -> int:
         try:
             plan = P.plan(scn, grid, args.seeds, args.duration)
         except ConfigError as e:
-            problems += [({"seeds": "--seeds", "duration": "--duration"}.get(p, p), m)
-                         for p, m in e.problems]
+            for p, m in e.problems:
+                if p in grid and m.startswith("unknown field"):    # the grid's path
+                    problems.append((p, m + GRID_HINTS.get(p, "")))
+                else:
+                    problems.append(({"seeds": "--seeds", "duration": "--duration"}.get(p, p),
+                                     m))
     counters = _counters(args, scn, plan, problems)
     _plot_checks(args, plan, problems)
     store, rows = None, []
