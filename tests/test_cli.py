@@ -772,3 +772,14 @@ def test_orders_profiles_and_citations_together_and_for_one_profile(cli):
     assert ["lvtpc_automask", "intel"] not in rows            # linux-6.9's, not 6.6's
     bad = cli("orders", "PMU,EVENT", "--citations")
     assert (bad.returncode, bad.stdout) == (2, "") and bad.stderr.count("\n") == 1
+
+
+def test_run_time_of_a_short_last_interval_is_its_length(cli):
+    # perf's run time is how long the counter ran in the interval: a run of 0.05 s with the
+    # default 10 s interval ran 0.05 s, and with -I 20 its last interval 10 ms.
+    csv = cli("stat", "--duration", "0.05", "-x", ",")
+    assert csv.returncode == 0, csv.stderr
+    assert csv.stdout.splitlines()[0].split(",")[4] == "50000000"
+    js = cli("stat", "--duration", "0.05", "-I", "20", "-j", "-A", "--vcpus", "2")
+    got = [(d["interval"], d["event-runtime"]) for d in map(json.loads, js.stdout.splitlines())]
+    assert got == [(0.02, 20000000)] * 2 + [(0.04, 20000000)] * 2 + [(0.05, 10000000)] * 2
