@@ -783,3 +783,25 @@ def test_run_time_of_a_short_last_interval_is_its_length(cli):
     js = cli("stat", "--duration", "0.05", "-I", "20", "-j", "-A", "--vcpus", "2")
     got = [(d["interval"], d["event-runtime"]) for d in map(json.loads, js.stdout.splitlines())]
     assert got == [(0.02, 20000000)] * 2 + [(0.04, 20000000)] * 2 + [(0.05, 10000000)] * 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["stat", "--threads", "abc"], "argument --threads: 'abc'; allowed: an int in 1..1024"),
+    (["stat", "--vcpus", "abc"], "argument --vcpus: 'abc'; allowed: an int in 1..4096"),
+    (["stat", "--seed", "1e3"], "argument --seed: '1e3'; allowed: an int, at least 0"),
+    (["sweep", "--seeds", "abc"], "argument --seeds: 'abc'; allowed: an int, at least 1"),
+    (["sweep", "--seed", "1e3"], "argument --seed: '1e3'; allowed: an int, at least 0"),
+    (["stat", "-r", "x"], "argument -r/--repeat: 'x'; allowed: an int in 1..10000"),
+    (["stat", "--duration", "x"],
+     "argument --duration: 'x'; allowed: a number of seconds in 1e-09..1e+09"),
+    (["stat", "-x", ""], "argument -x/--field-separator: '': an empty separator runs the "
+                         "fields together; allowed: one or more characters, e.g. -x, or "
+                         "-x '\\t'"),
+    (["compare", "-x", ""], "argument -x/--field-separator: '': an empty separator runs the "
+                            "fields together; allowed: one or more characters, e.g. -x, or "
+                            "-x '\\t'")])
+def test_a_flag_of_the_wrong_type_says_what_is_allowed(cli, args, message):
+    p = cli(*args)
+    assert (p.returncode, p.stdout) == (2, "")
+    assert p.stderr.splitlines()[-1] == f"kvmsim {args[0]}: error: {message}"
+    assert "Traceback" not in p.stderr

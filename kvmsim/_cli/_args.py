@@ -27,6 +27,45 @@ def onoff(text: str) -> bool | None:
     return True if text.lower() in _ON else False if text.lower() in _OFF else None
 
 
+def integer(lo: int | None = None, hi: int | None = None):
+    """An argparse type: an int, whose error names the value and what is allowed (the range
+    is checked where the value is used, with the other problems)."""
+    allowed = ("an int" + (f" in {lo}..{hi}" if hi is not None else
+                           f", at least {lo}" if lo is not None else ""))
+
+    def parse(text: str) -> int:
+        try:
+            return int(text.strip(), 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}; allowed: {allowed}") from None
+    parse.__name__ = allowed
+    return parse
+
+
+def number(allowed: str):
+    """An argparse type: a finite or infinite float (checked where used), whose error names
+    the value and what is allowed."""
+    def parse(text: str) -> float:
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}; allowed: {allowed}") from None
+    parse.__name__ = allowed
+    return parse
+
+
+SECONDS = number(f"a number of seconds in 1e-09..{MAX_SECONDS:g}")
+
+
+def separator(text: str) -> str:
+    """-x SEP: one or more characters (perf takes any string); empty would run fields together."""
+    if not text:
+        raise argparse.ArgumentTypeError("'': an empty separator runs the fields together; "
+                                         "allowed: one or more characters, e.g. -x, or "
+                                         "-x '\\t'")
+    return text
+
+
 def pairs(text: str, flag: str, problems: list, value=lambda key, v: v) -> dict:
     """`KEY=VALUE,KEY=VALUE` -> {KEY: value(KEY, VALUE)}; value returns None for a bad one,
     which is reported with the values `allowed` gives for its key. A key given twice is
@@ -92,13 +131,14 @@ def add_run_flags(p: argparse.ArgumentParser, duration: float | None = None,
               f"tree / x86.c to read the order from (default {DEFAULT_ORDER})")
     flag("workload", "--workload", help=f"workload preset: {', '.join(WORKLOADS)} "
                                         f"(default {DEFAULT_WORKLOAD})")
-    flag("vcpus", "--vcpus", type=int, help="number of vCPUs (overrides the workload's)")
-    flag("duration", "--duration", type=float, metavar="SECONDS",
+    flag("vcpus", "--vcpus", type=integer(1, 4096),
+         help="number of vCPUs (overrides the workload's)")
+    flag("duration", "--duration", type=SECONDS, metavar="SECONDS",
          help=f"simulated seconds (default {duration:g})" if duration is not None else None)
-    flag("seed", "--seed", type=int, help="random seed (default 0)")
+    flag("seed", "--seed", type=integer(0), help="random seed (default 0)")
     flag("engine", "--engine", help="cython (default) or python: the same counts")
     flag("vendor", "--vendor", help="intel (default) or amd")
-    flag("threads", "--threads", type=int, metavar="N",
+    flag("threads", "--threads", type=integer(1, 1024), metavar="N",
          help="threads to run independent vCPUs in (default: one per core; the counts do "
               "not change)")
     flag("host", "--host", metavar="FEATURE=on|off,...",
@@ -110,7 +150,8 @@ def add_run_flags(p: argparse.ArgumentParser, duration: float | None = None,
     flag("guest_pmu", "--guest-pmu", choices=tuple(_spec.GUEST_PMU_OF),
          help="the guest's perf PMI handler (default: the vendor's)")
     if interval:
-        flag("interval", "-I", "--interval-print", dest="interval", type=float,
+        flag("interval", "-I", "--interval-print", dest="interval",
+             type=number(f"milliseconds in 1e-06..{MAX_SECONDS * 1000:g}, whole nanoseconds"),
              metavar="MSEC", help="print counts every MSEC milliseconds (default 10000)")
     if duration is not None:
         p.set_defaults(default_duration=duration)

@@ -36,13 +36,13 @@ def add(sub) -> None:
     _args.add_run_flags(p, duration=60.0)
     p.add_argument("-e", "--event", dest="events", default=DEFAULT_EVENTS,
                    help="comma-separated events (default %(default)s); see --list-events")
-    p.add_argument("-x", "--field-separator", dest="sep", metavar="SEP",
+    p.add_argument("-x", "--field-separator", dest="sep", metavar="SEP", type=_args.separator,
                    help="print CSV with this separator, as perf stat -x does")
     p.add_argument("-j", "--json", action="store_true", help="print JSON lines as perf does")
     p.add_argument("-o", "--output", metavar="FILE", help="write the counts to FILE")
     p.add_argument("-A", "--per-vcpu", action="store_true",
                    help="one count per vCPU (like perf stat -A, CPU<n> = vCPU n)")
-    p.add_argument("-r", "--repeat", type=int, metavar="N",
+    p.add_argument("-r", "--repeat", type=_args.integer(1, 10_000), metavar="N",
                    help="run N times, seeds SEED..SEED+N-1; print each event's mean and "
                         "+- (relative standard error), as perf stat -r does")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -48,10 +48,10 @@ def add(subparsers) -> None:
                                                "kvmsim's defaults")
     p.add_argument("--grid", action="append", default=[], metavar="PATH=V1,V2,...",
                    help="a field and its values (repeatable; see below)")
-    p.add_argument("--seeds", type=int, default=1,
+    p.add_argument("--seeds", type=_args.integer(1), default=1,
                    help="seeds per point, from SeedSequence(--seed).spawn (default 1)")
-    p.add_argument("--seed", type=int, help="the base seed (default: the scenario's)")
-    p.add_argument("--duration", type=float, help="simulated seconds per run (default: the "
+    p.add_argument("--seed", type=_args.integer(0), help="the base seed (default: the scenario's)")
+    p.add_argument("--duration", type=_args.SECONDS, help="simulated seconds per run (default: the "
                                                   "scenario's, 60)")
     p.add_argument("--scheduler", metavar="ADDR",
                    help="a dask scheduler, tcp://host:8786 (default: local threads)")
