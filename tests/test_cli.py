@@ -125,7 +125,8 @@ def test_orders_profiles_table(cli):
     (["stat", "-I", "0.0000001"], ["-I", "1e-07 ms", "whole nanoseconds"]),
     (["stat", "-e", "cycles"], ["-e", "'cycles'", "probe:vmx_cancel_injection"]),
     (["stat", "--order", "NMI,NMI,EVENT"], ["duplicate request NMI"]),
-    (["stat", "--duration", "abc"], ["--duration", "invalid float value"]),
+    # argparse's "invalid float value" said nothing of what is allowed: _args.number does.
+    (["stat", "--duration", "abc"], ["--duration", "'abc'; allowed: a number of seconds"]),
     (["compare", "linux-6.6"], ["runs", "at least two"]),
     (["stat", "missing.toml"], ["missing.toml", "cannot read scenario file"]),
     (["stat", "--vcpus", "0"], ["--vcpus", "greater than or equal to 1"]),
