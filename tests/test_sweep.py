@@ -671,3 +671,30 @@ def test_cli_a_grid_path_that_is_a_flag_is_named_by_its_path(capsys):
         "kvmsim sweep: error: seeds: unknown field 'seeds' in the config"]
     assert err[1].endswith("; the run length is not swept: use --duration")
     assert err[2].endswith("; use --seeds for the number of seeds per point")
+
+
+def test_cli_interrupted_before_any_point_is_complete_says_so(tmp_path, capsys, monkeypatch):
+    from kvmsim._sweep.table import SweepTable
+    out = tmp_path / "s.jsonl"
+    keep = {"runs": None}
+
+    def interrupted(plan, done, store, client, progress):
+        raise _sweep.SweepInterrupted(SweepTable.build(
+            plan, {r.key: {"canceled_vmenters": 5} for r in plan.runs if keep["runs"](r)}))
+    monkeypatch.setattr(_sweep, "execute", interrupted)
+    args = ["sweep", "--grid", "workload=anchor", "--grid", "order=linux-6.6,linux-6.7",
+            "--seeds", "6", "--duration", "0.01", "--no-progress"]
+    keep["runs"] = lambda r: r.seed_index < 2            # 2 seeds of each point: 4 runs
+    assert main(args + ["--out", str(out)]) == 130
+    got = capsys.readouterr()
+    assert got.out == (f"# no point has all its seeds yet: 4 of 12 runs in {out}; run the "
+                       "same command to resume\n")
+    assert f"interrupted after 4 of 12 runs" in got.err
+    assert main(args) == 130
+    assert capsys.readouterr().out == ("# no point has all its seeds yet: 4 of 12 runs; none "
+                                       "kept: give --out FILE to keep runs and resume\n")
+    keep["runs"] = lambda r: r.point == 0 or r.seed_index == 0   # one point complete
+    assert main(args) == 130
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[0].startswith("# 1 point x 6 seeds") and "(1 incomplete not shown)" in shown[0]
+    assert len(shown) == 3

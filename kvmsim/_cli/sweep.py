@@ -148,6 +148,14 @@ def _fmt(v: float, digits: int) -> str:
     return "n/a" if math.isnan(v) else f"{v:.{digits}g}"
 
 
+def _complete_points(table) -> int:
+    """How many points have a row for every seed."""
+    if not len(table):
+        return 0
+    counts = table.groupby("point").size()
+    return int((counts == table.seeds).sum())
+
+
 def print_summary(table, counters: list[str], duration: float, out) -> None:
     """Points whose every seed ran: the grid values, n, and per counter mean and +-95%."""
     s = table.summary(counters)
@@ -218,7 +226,13 @@ def cmd_sweep(args, out) -> int:
         table = S.execute(plan, done, store, client,
                           progress=not args.no_progress and sys.stderr.isatty())
     except S.SweepInterrupted as e:
-        print_summary(e.table, counters, plan.duration, out)
+        if _complete_points(e.table):
+            print_summary(e.table, counters, plan.duration, out)
+        else:                       # an empty table would say nothing of what was kept
+            where = (f" in {args.out}; run the same command to resume" if args.out else
+                     "; none kept: give --out FILE to keep runs and resume")
+            print(f"# no point has all its seeds yet: {len(e.table)} of {len(plan.runs)} "
+                  f"runs{where}", file=out)
         kept = f"; they are in {args.out}: run the same command to resume" if args.out else ""
         print(f"kvmsim sweep: interrupted after {len(e.table)} of {len(plan.runs)} runs{kept}",
               file=sys.stderr)
