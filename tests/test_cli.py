@@ -125,7 +125,8 @@ def test_orders_profiles_table(cli):
     (["stat", "-I", "0.0000001"], ["-I", "1e-07 ms", "whole nanoseconds"]),
     (["stat", "-e", "cycles"], ["-e", "'cycles'", "probe:vmx_cancel_injection"]),
     (["stat", "--order", "NMI,NMI,EVENT"], ["duplicate request NMI"]),
-    (["stat", "--duration", "abc"], ["--duration", "invalid float value"]),
+    # argparse's "invalid float value" said nothing of what is allowed: _args.number does.
+    (["stat", "--duration", "abc"], ["--duration", "'abc'; allowed: a number of seconds"]),
     (["compare", "linux-6.6"], ["runs", "at least two"]),
     (["stat", "missing.toml"], ["missing.toml", "cannot read scenario file"]),
     (["stat", "--vcpus", "0"], ["--vcpus", "greater than or equal to 1"]),
@@ -698,3 +699,110 @@ def test_summed_counts_stay_exact_in_the_api():
     assert int(big.intervals["ns.guest"][0]) == 2**63 + 2
     assert int(big.to_pandas()["ns.guest"].iloc[0]) == 2**63 + 2
     assert big.intervals["vmexits"].tolist() == r.intervals["vmexits"].tolist()
+
+
+@pytest.mark.parametrize("args, flag", [
+    (["compare", "missing.toml", "linux-6.6"], "runs: missing.toml"),
+    (["lint-order", "missing.toml"], "ORDER"),
+    (["lint-order", "no/such/x86.c"], "ORDER"),
+    (["stat", "--order", "no/such/tree"], "--order")])
+def test_a_file_that_does_not_exist_is_not_called_an_unknown_order(cli, args, flag):
+    p = cli(*args, "--duration", "0.01")
+    name = next(a for a in args[1:] if a.endswith((".toml", ".c")) or "/" in a)
+    assert (p.returncode, p.stdout) == (2, "")
+    assert p.stderr == (f"kvmsim {args[0]}: error: {flag}: cannot read {name!r}: no such file "
+                        "or directory; allowed: a scenario file, kernel tree or x86.c that "
+                        "exists, or an order (`kvmsim orders`)\n")
+
+
+def test_ctrl_c_in_the_first_of_repeated_runs_prints_no_block(tmp_path):
+    child = subprocess.Popen([sys.executable, "-m", "kvmsim", "stat", "--duration", "1e5",
+                              "-r", "5"], cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=30)
+    assert child.returncode == 130
+    assert out == "" and "nan" not in out and "Traceback" not in err
+    assert err == ("kvmsim stat: interrupted during run 1 of 5; no run finished, nothing to "
+                   "print\n")
+
+
+@pytest.mark.parametrize("ms, ok", [("0.000001", True), ("0.000003", True), ("0.3", True),
+                                    ("0.0000015", False), ("0.0000001", False),
+                                    ("nan", False), ("inf", False), ("2e12", False)])
+def test_interval_of_whole_nanoseconds_is_taken(cli, ms, ok):
+    p = cli("stat", "--duration", "0.000000004", "-I", ms, "--engine", "python")
+    if ok:
+        assert p.returncode == 0, p.stderr
+    else:
+        assert p.returncode == 2 and p.stdout == ""
+        assert p.stderr.startswith("kvmsim stat: error: -I: ")
+        assert "allowed: milliseconds in 1e-06..1e+12, whole nanoseconds" in p.stderr
+        assert p.stderr.count("\n") == 1
+
+
+def test_a_bad_switch_value_or_a_key_given_twice_is_named(cli):
+    p = cli("stat", "--behaviour", "vnmi=maybe,lvtpc_automask=foo", "--host", "apicv=maybe")
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.splitlines() == [
+        "kvmsim stat: error: --host: apicv = 'maybe'; allowed: on, off",
+        "kvmsim stat: error: --behaviour: vnmi = 'maybe'; allowed: on, off",
+        "kvmsim stat: error: --behaviour: lvtpc_automask = 'foo'; allowed: 'none', 'all', "
+        "'intel'"]
+    p = cli("stat", "--host", "apicv=on,apicv=off", "--behaviour", "vnmi=on,vnmi=on")
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.splitlines() == [
+        "kvmsim stat: error: --host: apicv given twice; give each key once",
+        "kvmsim stat: error: --behaviour: vnmi given twice; give each key once"]
+
+
+def test_orders_profiles_and_citations_together_and_for_one_profile(cli):
+    from kvmsim import profiles
+    both, table, cites = (cli("orders", *f) for f in (("--profiles", "--citations"),
+                                                        ("--profiles",), ("--citations",)))
+    assert both.returncode == table.returncode == cites.returncode == 0
+    assert both.stdout == table.stdout + "\n" + cites.stdout
+    one = cli("orders", "linux-6.6", "--citations")
+    plain = cli("orders", "linux-6.6")
+    assert one.returncode == 0 and one.stdout.startswith(plain.stdout + "\n")
+    rows = [line.split()[:2] for line in one.stdout[len(plain.stdout) + 1:].splitlines()]
+    behaviour = profiles.PROFILES["linux-6.6"].behaviour
+    assert rows[0] == ["switch", "value"] and len(rows) > 2
+    assert all(str(behaviour[s]) == v for s, v in rows[1:])
+    assert ["lvtpc_automask", "intel"] not in rows            # linux-6.9's, not 6.6's
+    bad = cli("orders", "PMU,EVENT", "--citations")
+    assert (bad.returncode, bad.stdout) == (2, "") and bad.stderr.count("\n") == 1
+
+
+def test_run_time_of_a_short_last_interval_is_its_length(cli):
+    # perf's run time is how long the counter ran in the interval: a run of 0.05 s with the
+    # default 10 s interval ran 0.05 s, and with -I 20 its last interval 10 ms.
+    csv = cli("stat", "--duration", "0.05", "-x", ",")
+    assert csv.returncode == 0, csv.stderr
+    assert csv.stdout.splitlines()[0].split(",")[4] == "50000000"
+    js = cli("stat", "--duration", "0.05", "-I", "20", "-j", "-A", "--vcpus", "2")
+    got = [(d["interval"], d["event-runtime"]) for d in map(json.loads, js.stdout.splitlines())]
+    assert got == [(0.02, 20000000)] * 2 + [(0.04, 20000000)] * 2 + [(0.05, 10000000)] * 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["stat", "--threads", "abc"], "argument --threads: 'abc'; allowed: an int in 1..1024"),
+    (["stat", "--vcpus", "abc"], "argument --vcpus: 'abc'; allowed: an int in 1..4096"),
+    (["stat", "--seed", "1e3"], "argument --seed: '1e3'; allowed: an int, at least 0"),
+    (["sweep", "--seeds", "abc"], "argument --seeds: 'abc'; allowed: an int, at least 1"),
+    (["sweep", "--seed", "1e3"], "argument --seed: '1e3'; allowed: an int, at least 0"),
+    (["stat", "-r", "x"], "argument -r/--repeat: 'x'; allowed: an int in 1..10000"),
+    (["stat", "--duration", "x"],
+     "argument --duration: 'x'; allowed: a number of seconds in 1e-09..1e+09"),
+    (["stat", "-x", ""], "argument -x/--field-separator: '': an empty separator runs the "
+                         "fields together; allowed: one or more characters, e.g. -x, or "
+                         "-x '\\t'"),
+    (["compare", "-x", ""], "argument -x/--field-separator: '': an empty separator runs the "
+                            "fields together; allowed: one or more characters, e.g. -x, or "
+                            "-x '\\t'")])
+def test_a_flag_of_the_wrong_type_says_what_is_allowed(cli, args, message):
+    p = cli(*args)
+    assert (p.returncode, p.stdout) == (2, "")
+    assert p.stderr.splitlines()[-1] == f"kvmsim {args[0]}: error: {message}"
+    assert "Traceback" not in p.stderr

@@ -631,3 +631,70 @@ def test_cli_on_the_cluster_interrupted_then_resumed(client, tmp_path, reference
     assert f"{len(kept)} of 48 runs already in {out}" in again.stderr
     assert lines(out)[:len(kept)] == kept
     check_file(out, reference)
+
+
+def test_cli_a_counter_named_twice_is_one_column(capsys):
+    args = ["sweep", "--grid", "workload=anchor", "--seeds", "2", "--duration", "0.01",
+            "--no-progress", "-e"]
+    assert main(args + ["probe:vmx_cancel_injection,vmx_cancel_injection,vmexits,vmexits"]) == 0
+    assert main(args + ["canceled_vmenters,vmexits"]) == 0
+    twice, once = capsys.readouterr().out.split("# ")[1:]
+    assert twice == once
+    assert once.splitlines()[1].split() == ["workload", "n", "canceled_vmenters", "+-95%",
+                                            "vmexits", "+-95%"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["missing.toml"], "missing.toml: cannot read scenario file: No such file or directory"),
+    (["BAD"], "BAD: not a scenario file: byte 0 is not UTF-8 (scenario files are TOML)"),
+    (["--seed", "-1"], "--seed: ")])
+def test_cli_a_bad_base_is_not_blamed_on_the_default_counters(tmp_path, capsys, args,
+                                                              message):
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b"\xff\xfe")
+    args = [str(bad) if a == "BAD" else a for a in args]
+    message = message.replace("BAD", str(bad))
+    assert main(["sweep", *args, "--grid", "order=linux-6.6"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"kvmsim sweep: error: {message}"), err
+    assert main(["sweep", *args, "--grid", "order=linux-6.6", "-e", "nonsense"]) == 2
+    assert "-e: unknown counter nonsense" in capsys.readouterr().err
+
+
+def test_cli_a_grid_path_that_is_a_flag_is_named_by_its_path(capsys):
+    assert main(["sweep", "--grid", "duration=1,2", "--grid", "seeds=2",
+                 "--duration", "-1"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("kvmsim sweep: error: --duration: -1.0 s is out of range")
+    assert [e.split(";")[0] for e in err[1:]] == [
+        "kvmsim sweep: error: duration: unknown field 'duration' in the config",
+        "kvmsim sweep: error: seeds: unknown field 'seeds' in the config"]
+    assert err[1].endswith("; the run length is not swept: use --duration")
+    assert err[2].endswith("; use --seeds for the number of seeds per point")
+
+
+def test_cli_interrupted_before_any_point_is_complete_says_so(tmp_path, capsys, monkeypatch):
+    from kvmsim._sweep.table import SweepTable
+    out = tmp_path / "s.jsonl"
+    keep = {"runs": None}
+
+    def interrupted(plan, done, store, client, progress):
+        raise _sweep.SweepInterrupted(SweepTable.build(
+            plan, {r.key: {"canceled_vmenters": 5} for r in plan.runs if keep["runs"](r)}))
+    monkeypatch.setattr(_sweep, "execute", interrupted)
+    args = ["sweep", "--grid", "workload=anchor", "--grid", "order=linux-6.6,linux-6.7",
+            "--seeds", "6", "--duration", "0.01", "--no-progress"]
+    keep["runs"] = lambda r: r.seed_index < 2            # 2 seeds of each point: 4 runs
+    assert main(args + ["--out", str(out)]) == 130
+    got = capsys.readouterr()
+    assert got.out == (f"# no point has all its seeds yet: 4 of 12 runs in {out}; run the "
+                       "same command to resume\n")
+    assert f"interrupted after 4 of 12 runs" in got.err
+    assert main(args) == 130
+    assert capsys.readouterr().out == ("# no point has all its seeds yet: 4 of 12 runs; none "
+                                       "kept: give --out FILE to keep runs and resume\n")
+    keep["runs"] = lambda r: r.point == 0 or r.seed_index == 0   # one point complete
+    assert main(args) == 130
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[0].startswith("# 1 point x 6 seeds") and "(1 incomplete not shown)" in shown[0]
+    assert len(shown) == 3

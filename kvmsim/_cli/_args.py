@@ -4,12 +4,13 @@ the one mapping from a bad field to the flag that set it."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 
 from .. import _names, _spec, profiles
 from .._config import Config, Host
 from .._errors import ConfigError
-from .._limits import MAX_SECONDS, to_ns
+from .._limits import MAX_SECONDS, NS, to_ns
 from .._scenario import Scenario
 from .._source_order import order_from_source
 from .._workload import PRESETS as WORKLOADS
@@ -26,21 +27,76 @@ def onoff(text: str) -> bool | None:
     return True if text.lower() in _ON else False if text.lower() in _OFF else None
 
 
+def integer(lo: int | None = None, hi: int | None = None):
+    """An argparse type: an int, whose error names the value and what is allowed (the range
+    is checked where the value is used, with the other problems)."""
+    allowed = ("an int" + (f" in {lo}..{hi}" if hi is not None else
+                           f", at least {lo}" if lo is not None else ""))
+
+    def parse(text: str) -> int:
+        try:
+            return int(text.strip(), 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}; allowed: {allowed}") from None
+    parse.__name__ = allowed
+    return parse
+
+
+def number(allowed: str):
+    """An argparse type: a finite or infinite float (checked where used), whose error names
+    the value and what is allowed."""
+    def parse(text: str) -> float:
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}; allowed: {allowed}") from None
+    parse.__name__ = allowed
+    return parse
+
+
+SECONDS = number(f"a number of seconds in 1e-09..{MAX_SECONDS:g}")
+
+
+def separator(text: str) -> str:
+    """-x SEP: one or more characters (perf takes any string); empty would run fields together."""
+    if not text:
+        raise argparse.ArgumentTypeError("'': an empty separator runs the fields together; "
+                                         "allowed: one or more characters, e.g. -x, or "
+                                         "-x '\\t'")
+    return text
+
+
 def pairs(text: str, flag: str, problems: list, value=lambda key, v: v) -> dict:
-    """`KEY=VALUE,KEY=VALUE` -> {KEY: value(KEY, VALUE)}; value returns None for a bad one."""
-    out, bad = {}, []
+    """`KEY=VALUE,KEY=VALUE` -> {KEY: value(KEY, VALUE)}; value returns None for a bad one,
+    which is reported with the values `allowed` gives for its key. A key given twice is
+    refused."""
+    out, bad, twice = {}, [], []
     for item in (i.strip() for i in text.split(",") if i.strip()):
         key, eq, raw = (x.strip() for x in item.partition("="))
-        parsed = value(key, raw) if eq and key else None
-        if parsed is None:
+        if not (eq and key):
             bad.append(item)
+        elif key in out or key in twice:
+            twice.append(key)
         else:
+            parsed = value(key, raw)
             out[key] = parsed
-    if bad or not out:
+            if parsed is None:
+                problems.append((flag, f"{key} = {raw!r}; allowed: {_allowed(flag, key)}"))
+    for key in dict.fromkeys(twice):
+        problems.append((flag, f"{key} given twice; give each key once"))
+    if bad or not (out or twice):
         problems.append((flag, f"{', '.join(map(repr, bad)) or repr(text)}: expected "
                                "KEY=VALUE[,KEY=VALUE...]" + (
                                    "; values on or off" if flag == "--host" else "")))
-    return out
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _allowed(flag: str, key: str) -> str:
+    """The values a --host feature or --behaviour switch takes, as text."""
+    switch = profiles.SWITCH.get(key) if flag == "--behaviour" else None
+    if switch is not None and not isinstance(switch.values[0], bool):
+        return ", ".join(map(repr, switch.values))
+    return "on, off"
 
 
 def _switch_value(key: str, raw: str):
@@ -75,13 +131,14 @@ def add_run_flags(p: argparse.ArgumentParser, duration: float | None = None,
               f"tree / x86.c to read the order from (default {DEFAULT_ORDER})")
     flag("workload", "--workload", help=f"workload preset: {', '.join(WORKLOADS)} "
                                         f"(default {DEFAULT_WORKLOAD})")
-    flag("vcpus", "--vcpus", type=int, help="number of vCPUs (overrides the workload's)")
-    flag("duration", "--duration", type=float, metavar="SECONDS",
+    flag("vcpus", "--vcpus", type=integer(1, 4096),
+         help="number of vCPUs (overrides the workload's)")
+    flag("duration", "--duration", type=SECONDS, metavar="SECONDS",
          help=f"simulated seconds (default {duration:g})" if duration is not None else None)
-    flag("seed", "--seed", type=int, help="random seed (default 0)")
+    flag("seed", "--seed", type=integer(0), help="random seed (default 0)")
     flag("engine", "--engine", help="cython (default) or python: the same counts")
     flag("vendor", "--vendor", help="intel (default) or amd")
-    flag("threads", "--threads", type=int, metavar="N",
+    flag("threads", "--threads", type=integer(1, 1024), metavar="N",
          help="threads to run independent vCPUs in (default: one per core; the counts do "
               "not change)")
     flag("host", "--host", metavar="FEATURE=on|off,...",
@@ -93,7 +150,8 @@ def add_run_flags(p: argparse.ArgumentParser, duration: float | None = None,
     flag("guest_pmu", "--guest-pmu", choices=tuple(_spec.GUEST_PMU_OF),
          help="the guest's perf PMI handler (default: the vendor's)")
     if interval:
-        flag("interval", "-I", "--interval-print", dest="interval", type=float,
+        flag("interval", "-I", "--interval-print", dest="interval",
+             type=number(f"milliseconds in 1e-06..{MAX_SECONDS * 1000:g}, whole nanoseconds"),
              metavar="MSEC", help="print counts every MSEC milliseconds (default 10000)")
     if duration is not None:
         p.set_defaults(default_duration=duration)
@@ -109,7 +167,17 @@ def order_value(text: str) -> str | list[str]:
             return list(order_from_source(text).names(known_only=True))
         except ValueError as e:
             raise ConfigError([("order", str(e))]) from None
+    if text not in profiles.PROFILES and looks_like_path(text) and not os.path.exists(text):
+        raise ConfigError([("order", f"cannot read {text!r}: no such file or directory; "
+                                     "allowed: a scenario file, kernel tree or x86.c that "
+                                     "exists, or an order (`kvmsim orders`)")])
     return text
+
+
+def looks_like_path(text: str) -> bool:
+    """A name meant as a file: it ends in .toml or .c, or has a path separator."""
+    return (text.endswith((".toml", ".c")) or os.sep in text
+            or (os.altsep is not None and os.altsep in text))
 
 
 def is_kernel_source(path: str) -> bool:
@@ -180,8 +248,13 @@ def scenario(args, problems: list, path: str | None = None, order: str | None = 
     ms = getattr(args, "interval", None)
     if ms is not None:
         try:
-            to_ns(ms / 1000)
-            run["interval"] = ms / 1000
+            # Whole nanoseconds counted from the milliseconds given: ms / 1000 in float is
+            # not always what to_ns takes (1e-06 ms gives 9.999999999999999e-10 s).
+            ns = ms * 1e6
+            if not math.isfinite(ns) or abs(ns - round(ns)) > max(1e-6, 1e-15 * abs(ns)):
+                raise ValueError(ms)
+            to_ns(round(ns) / NS)
+            run["interval"] = round(ns) / NS
         except ValueError:
             problems.append(("-I", f"{ms:g} ms; allowed: milliseconds in "
                                    f"1e-06..{MAX_SECONDS * 1000:g}, whole nanoseconds"))

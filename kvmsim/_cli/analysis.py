@@ -58,6 +58,8 @@ def _run(args, problems: list) -> tuple[str, Scenario | None, bool]:
         order = _args.order_value(args.target)
         label = args.target if isinstance(order, str) else "order"
         resolve_order(order)
+    except ConfigError as e:
+        raise ConfigError([("ORDER", m) for _, m in e.problems]) from None
     except ValueError as e:
         raise ConfigError([("ORDER", str(e))]) from None
     base = Scenario(config=Config(order=order, workload=Workload()),

@@ -34,7 +34,7 @@ def add(sub) -> None:
     _args.add_run_flags(p, duration=60.0)
     p.add_argument("-e", "--event", dest="events", default="probe:vmx_cancel_injection",
                    help="comma-separated events (default %(default)s); see stat --list-events")
-    p.add_argument("-x", "--field-separator", dest="sep", metavar="SEP",
+    p.add_argument("-x", "--field-separator", dest="sep", metavar="SEP", type=_args.separator,
                    help="print CSV: time, run, count, unit, event")
     p.add_argument("-j", "--json", action="store_true", help="print JSON lines")
     p.add_argument("-o", "--output", metavar="FILE", help="write the table to FILE")

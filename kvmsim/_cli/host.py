@@ -37,8 +37,9 @@ def add(subparsers) -> None:
         formatter_class=_args.Formatter,
         epilog="examples:\n  kvmsim calibrate\n  kvmsim calibrate --runs 400 --batches 9 "
                ">> my-scenario.toml")
-    c.add_argument("--runs", type=int, default=200, help="KVM_RUNs per batch (default 200)")
-    c.add_argument("--batches", type=int, default=7, help="batches; the fastest counts "
+    c.add_argument("--runs", type=_args.integer(), default=200,
+                   help="KVM_RUNs per batch (default 200)")
+    c.add_argument("--batches", type=_args.integer(), default=7, help="batches; the fastest counts "
                                                           "(default 7)")
     c.set_defaults(func=cmd_calibrate)
 

@@ -36,9 +36,19 @@ def add(sub) -> None:
 def run(args, out) -> int:
     if args.from_source:
         return from_source(args.from_source, out)
-    if args.profiles or args.citations:
-        _print_table(profiles.table() if args.profiles else profiles.citations(), out)
+    if args.name is None and (args.profiles or args.citations):
+        if args.profiles:
+            _print_table(profiles.table(), out)
+        if args.profiles and args.citations:
+            print(file=out)
+        if args.citations:
+            _print_table(profiles.citations(), out)
         return 0
+    profile = profiles.PROFILES.get(args.name.strip()) if args.name else None
+    if args.name is not None and (args.profiles or args.citations) and profile is None:
+        flag = "--citations" if args.citations else "--profiles"
+        raise ConfigError([(flag, f"with a name, the name is a profile; {args.name!r} is "
+                                  "not: allowed: a profile from `kvmsim orders`")])
     if args.name is None:
         for p in profiles.PROFILES.values():
             middle = ", ".join(n for n in p.order if n in ("SMI", "NMI", "PMU", "PMI"))
@@ -51,12 +61,26 @@ def run(args, out) -> int:
         raise ConfigError([("order", str(e))]) from None
     for i, name in enumerate(checks):
         print(f"{i:>3} {name:<30} bit {catalogue.bit_of(name):>2}", file=out)
-    profile = profiles.PROFILES.get(args.name.strip())
     if profile is not None:
         print(f"# {profile.name}: {profile.tree}", file=out)
         for switch, value in profile.behaviour.items():
             print(f"# {switch} = {value}", file=out)
+        if args.profiles:
+            print(file=out)
+            _print_table([row for i, row in enumerate(profiles.table())
+                          if i == 0 or row[0] == profile.name], out)
+        if args.citations:
+            print(file=out)
+            _print_table(_citations_in_force(profile), out)
     return 0
+
+
+def _citations_in_force(profile) -> list[list[str]]:
+    """The citation rows of the switch values `profile` has (a value that no commit brought,
+    the original behaviour, has none)."""
+    rows = profiles.citations()
+    return [rows[0]] + [r for r in rows[1:]
+                        if str(profile.behaviour.get(r[0], object())) == r[1]]
 
 
 def _print_table(rows: list[list[str]], out) -> None:

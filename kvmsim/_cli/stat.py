@@ -36,13 +36,13 @@ def add(sub) -> None:
     _args.add_run_flags(p, duration=60.0)
     p.add_argument("-e", "--event", dest="events", default=DEFAULT_EVENTS,
                    help="comma-separated events (default %(default)s); see --list-events")
-    p.add_argument("-x", "--field-separator", dest="sep", metavar="SEP",
+    p.add_argument("-x", "--field-separator", dest="sep", metavar="SEP", type=_args.separator,
                    help="print CSV with this separator, as perf stat -x does")
     p.add_argument("-j", "--json", action="store_true", help="print JSON lines as perf does")
     p.add_argument("-o", "--output", metavar="FILE", help="write the counts to FILE")
     p.add_argument("-A", "--per-vcpu", action="store_true",
                    help="one count per vCPU (like perf stat -A, CPU<n> = vCPU n)")
-    p.add_argument("-r", "--repeat", type=int, metavar="N",
+    p.add_argument("-r", "--repeat", type=_args.integer(1, 10_000), metavar="N",
                    help="run N times, seeds SEED..SEED+N-1; print each event's mean and "
                         "+- (relative standard error), as perf stat -r does")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -74,21 +74,23 @@ class Printer:
             print(pf.INTERVAL_HEADER_CPU if self.args.per_vcpu else pf.INTERVAL_HEADER,
                   file=self.dest)
 
-    def rows(self, ends_ns, counts, interval_ns) -> None:
-        """counts: int64[vcpus, n, N_COLUMNS] for intervals ending at ends_ns."""
+    def rows(self, ends_ns, counts, interval_ns, run_ns=None) -> None:
+        """counts: int64[vcpus, n, N_COLUMNS] for intervals ending at ends_ns; run_ns: each
+        interval's length, the run time -x and -j print (default interval_ns each)."""
         a = self.args
         chosen = counts[:, :, self.columns]
         # Over the vCPUs in Python ints where int64 would overflow (ns.* of many vCPUs).
         summed = None if a.per_vcpu else sum_over_vcpus(chosen)
         for i, t_ns in enumerate(ends_ns):
+            ran = interval_ns if run_ns is None else int(run_ns[i])
             for j, e in enumerate(self.events):
                 cells = enumerate(chosen[:, i, j]) if a.per_vcpu else [(None, summed[i, j])]
                 for v, n in cells:
                     n = int(n)
                     if a.json:
-                        line = pf.json_line(int(t_ns), n, e, interval_ns, vcpu=v)
+                        line = pf.json_line(int(t_ns), n, e, ran, vcpu=v)
                     elif a.sep is not None:
-                        line = pf.csv_line(int(t_ns), n, e, interval_ns, a.sep, vcpu=v)
+                        line = pf.csv_line(int(t_ns), n, e, ran, a.sep, vcpu=v)
                     else:
                         line = pf.interval_line(int(t_ns), n, e, vcpu=v)
                     print(line, file=self.dest)
@@ -144,7 +146,10 @@ def stream(args, scn, events, dest) -> int:
     progress.close()
     last = sim.partial()                 # the intervals the run ends inside
     if last is not None:
-        printer.rows(np.minimum(last.ends_ns, sim.now_ns), last.counts, last.interval_ns)
+        # An interval the run ends inside ran from its start to the run's end, not its length.
+        ends = np.minimum(last.ends_ns, sim.now_ns)
+        printer.rows(ends, last.counts, last.interval_ns,
+                     run_ns=ends - (np.asarray(last.ends_ns) - last.interval_ns))
     return 0
 
 
@@ -164,6 +169,10 @@ def repeat(args, scn, events, dest) -> int:
         totals.append(sim.result().totals)
     progress.close()
     n = len(totals)
+    if n == 0:              # no run finished: no mean to print, only the message
+        print(f"kvmsim stat: interrupted during run 1 of {args.repeat}; no run finished, "
+              "nothing to print", file=sys.stderr)
+        return 130
     print(f"\n Performance counter stats for 'kvmsim' ({n} runs, seeds {scn.config.seed}.."
           f"{scn.config.seed + max(n, 1) - 1}):\n", file=dest)
     for e in events:

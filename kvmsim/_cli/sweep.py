@@ -34,6 +34,12 @@ examples:
 """
 
 
+# What to give instead of a grid path that is a flag of the sweep, not a field.
+GRID_HINTS = {"duration": "; the run length is not swept: use --duration",
+              "seeds": "; use --seeds for the number of seeds per point",
+              "seed": "; use --seed for the base seed (--seeds for how many)"}
+
+
 def add(subparsers) -> None:
     p = subparsers.add_parser("sweep", help="run a grid of configs x seeds (local threads or "
                               "a dask cluster) and summarize", epilog=EPILOG,
@@ -42,10 +48,10 @@ def add(subparsers) -> None:
                                                "kvmsim's defaults")
     p.add_argument("--grid", action="append", default=[], metavar="PATH=V1,V2,...",
                    help="a field and its values (repeatable; see below)")
-    p.add_argument("--seeds", type=int, default=1,
+    p.add_argument("--seeds", type=_args.integer(1), default=1,
                    help="seeds per point, from SeedSequence(--seed).spawn (default 1)")
-    p.add_argument("--seed", type=int, help="the base seed (default: the scenario's)")
-    p.add_argument("--duration", type=float, help="simulated seconds per run (default: the "
+    p.add_argument("--seed", type=_args.integer(0), help="the base seed (default: the scenario's)")
+    p.add_argument("--duration", type=_args.SECONDS, help="simulated seconds per run (default: the "
                                                   "scenario's, 60)")
     p.add_argument("--scheduler", metavar="ADDR",
                    help="a dask scheduler, tcp://host:8786 (default: local threads)")
@@ -89,12 +95,16 @@ def _base(args, problems) -> Scenario | None:
 
 def _counters(args, scn, plan, problems) -> list[str]:
     """The -e names, checked against the plan's counters; if the grid is bad, against those
-    any order could have (a per-request counter of any request)."""
-    names = [_names.canonical(n) for n in args.counters.split(",") if n.strip()]
+    any order could have (a per-request counter of any request); if the base scenario is
+    bad too, against the default scenario's."""
+    # Two names of one counter (or one name twice) are one column: the first is kept.
+    names = list(dict.fromkeys(_names.canonical(n.strip()) for n in args.counters.split(",")
+                               if n.strip()))
     if plan:
         known = set(plan.counters)
     else:
-        base = P.counter_names(scn.config) if scn else []
+        # A bad base scenario (or --seed) is reported on its own: check against the defaults.
+        base = P.counter_names((scn or Scenario()).config)
         kinds = {n.rpartition(".")[0] for n in base if n.rpartition(".")[2] in catalogue.BY_NAME}
         known = {*base, *(f"{k}.{r}" for k in kinds for r in catalogue.BY_NAME)}
     unknown = [n for n in names if n not in known]
@@ -136,6 +146,14 @@ def _client(address: str):
 
 def _fmt(v: float, digits: int) -> str:
     return "n/a" if math.isnan(v) else f"{v:.{digits}g}"
+
+
+def _complete_points(table) -> int:
+    """How many points have a row for every seed."""
+    if not len(table):
+        return 0
+    counts = table.groupby("point").size()
+    return int((counts == table.seeds).sum())
 
 
 def print_summary(table, counters: list[str], duration: float, out) -> None:
@@ -182,8 +200,12 @@ def cmd_sweep(args, out) -> int:
         try:
             plan = P.plan(scn, grid, args.seeds, args.duration)
         except ConfigError as e:
-            problems += [({"seeds": "--seeds", "duration": "--duration"}.get(p, p), m)
-                         for p, m in e.problems]
+            for p, m in e.problems:
+                if p in grid and m.startswith("unknown field"):    # the grid's path
+                    problems.append((p, m + GRID_HINTS.get(p, "")))
+                else:
+                    problems.append(({"seeds": "--seeds", "duration": "--duration"}.get(p, p),
+                                     m))
     counters = _counters(args, scn, plan, problems)
     _plot_checks(args, plan, problems)
     store, rows = None, []
@@ -204,7 +226,13 @@ def cmd_sweep(args, out) -> int:
         table = S.execute(plan, done, store, client,
                           progress=not args.no_progress and sys.stderr.isatty())
     except S.SweepInterrupted as e:
-        print_summary(e.table, counters, plan.duration, out)
+        if _complete_points(e.table):
+            print_summary(e.table, counters, plan.duration, out)
+        else:                       # an empty table would say nothing of what was kept
+            where = (f" in {args.out}; run the same command to resume" if args.out else
+                     "; none kept: give --out FILE to keep runs and resume")
+            print(f"# no point has all its seeds yet: {len(e.table)} of {len(plan.runs)} "
+                  f"runs{where}", file=out)
         kept = f"; they are in {args.out}: run the same command to resume" if args.out else ""
         print(f"kvmsim sweep: interrupted after {len(e.table)} of {len(plan.runs)} runs{kept}",
               file=sys.stderr)

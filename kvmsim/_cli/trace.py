@@ -27,11 +27,11 @@ def add(sub) -> None:
     p.add_argument("scenario", nargs="?", help="a scenario file (TOML), - for standard input; "
                                                "flags override it")
     _args.add_run_flags(p, duration=0.01, interval=False)
-    p.add_argument("--max-events", type=int, default=1000,
+    p.add_argument("--max-events", type=_args.integer(), default=1000,
                    help="stop after N lines, and say so (default %(default)s)")
     p.add_argument("--events", help=f"only these events ({NAMES}; the counter names of "
                                      "`stat -e` work too)")
-    p.add_argument("--vcpu", type=int, help="only this vCPU")
+    p.add_argument("--vcpu", type=_args.integer(), help="only this vCPU")
     p.set_defaults(func=run)
 
 
