@@ -174,16 +174,14 @@ def repeat(args, scn, events, dest) -> int:
               "nothing to print", file=sys.stderr)
         return 130
     print(f"\n Performance counter stats for 'kvmsim' ({n} runs, seeds {scn.config.seed}.."
-          f"{scn.config.seed + max(n, 1) - 1}):\n", file=dest)
+          f"{scn.config.seed + n - 1}):\n", file=dest)
     for e in events:
         xs = [t[e] for t in totals]
         # The mean as an exact fraction: a float would misprint ns.* sums past 2**53.
-        exact = Fraction(sum(xs), n) if n else None
-        mean = float(exact) if n else math.nan
+        exact = Fraction(sum(xs), n)
         var = float(sum((x - exact) ** 2 for x in xs) / (n - 1)) if n > 1 else 0.0
-        pct = 100 * math.sqrt(var / n) / mean if n and mean else 0.0
-        shown = f"{round(exact):>18d}" if n else f"{mean:>18.0f}"
-        print(f"{shown} {pf.UNITS.get(e, ''):<4} {_names.perf_name(e):<32}  "
+        pct = 100 * math.sqrt(var / n) / float(exact) if exact else 0.0
+        print(f"{round(exact):>18d} {pf.UNITS.get(e, ''):<4} {_names.perf_name(e):<32}  "
               f"( +-{pct:6.2f}% )", file=dest)
     if interrupted:
         print(f"kvmsim stat: interrupted during run {n + 1} of {args.repeat}; the mean is over "
