@@ -106,3 +106,10 @@ def test_calibrate_help_does_not_append_to_a_scenario():
     assert ">> " not in epilog.replace("(>>)", "") and "replace" in epilog
     assert "replace the scenario file's `[costs]` table" in \
         " ".join((ROOT / "docs" / "validation.md").read_text().split())
+
+
+def test_sweep_doc_says_columns_carry_kvmsim_names():
+    from kvmsim import _names
+    text = " ".join((ROOT / "docs" / "sweep.md").read_text().split())
+    assert "the table's columns always carry the kvmsim names" in text
+    assert _names.counter("probe:vmx_cancel_injection") == "canceled_vmenters"
