@@ -120,3 +120,30 @@ def test_vcpu_targets_with_other_problems_in_python():
         kvmsim.Workload(vcpus=0, sources=[{"type": "trace", "kind": "nmi", "times": [0.1],
                                            "vcpu": 5}])
     assert [p for p, _ in e.value.problems] == ["vcpus"]
+
+
+def test_overrides_apply_before_the_file_is_checked():
+    # What `--vcpus 8` needs: the file's vCPU targets are checked against the flag's count,
+    # not the file's (README: flags override the file).
+    text = """order = "linux-6.6"
+[workload]
+vcpus = 2
+[[workload.sources]]
+type = "trace"
+kind = "nmi"
+vcpu = 5
+times = [0.1]
+"""
+    s = Scenario.from_toml(text, source="e8.toml", overrides={"workload": {"vcpus": 8}})
+    assert s.config.workload.vcpus == 8 and s.config.workload.sources[0].vcpu == 5
+    with pytest.raises(ConfigError) as e:                  # still too few: the file's line
+        Scenario.from_toml(text, source="e8.toml", overrides={"workload": {"vcpus": 4}})
+    assert e.value.problems == [("e8.toml:7: workload.sources.0.vcpu",
+                                 "vCPU 5 does not exist; allowed: 0..3")]
+    with pytest.raises(ConfigError) as e:                  # the override's own problem: no line
+        Scenario.from_toml(text, source="e8.toml", overrides={"workload": {"vcpus": 0}})
+    assert [p for p, _ in e.value.problems] == ["workload.vcpus"]
+    preset = Scenario.from_toml('workload = "anchor"\nduration = 2.0',
+                                overrides={"workload": {"vcpus": 3}, "seed": 4})
+    assert preset.config.workload.vcpus == 3 and preset.config.seed == 4
+    assert preset.config.workload.sources == kvmsim.Config(workload="anchor").workload.sources
