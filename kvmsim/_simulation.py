@@ -134,6 +134,10 @@ class Simulation:
             raise ConfigError([("until", f"{until!r} s is not at least 1 ns after now = "
                                          f"{self.now!r} s")])
         with self._lock:
+            if self._runner == threading.get_ident():
+                raise RuntimeError("run() called from inside a callback of this Simulation's "
+                                   "run: post with inject/make_request, and run again after "
+                                   "it returns")
             if self._runner is not None:
                 raise RuntimeError("this Simulation is already running in another thread")
             self._runner = threading.get_ident()
@@ -289,15 +293,23 @@ class Simulation:
         """Call callback(t, vcpu, event, a, b) as the run simulates each event (t in seconds;
         event a tracepoint name: kvm_exit, kvm_entry, vmx_cancel_injection, kvm_inj_nmi,
         kvm_inj_virq, process_nmi, kvm_check_request, kvm_make_request, kvm_vcpu_block; a and
-        b as `kvmsim trace` prints them). `events` picks some; None: all. callback=None stops.
+        b as `kvmsim trace` prints them). `events` picks some (one name or several); None: all. callback=None stops.
         The callback may call make_request(), inject() and state(). With no callback the run
         pays nothing for this."""
         if callback is None:
             with self._lock:
                 self.engine.set_trace(None)
             return
+        if not callable(callback):
+            raise ConfigError([("callback", f"{callback!r}; allowed: a callable or None")])
         names = {name: e for e, (name, _) in _spec.TRACEPOINTS.items()}
-        wanted = set(names) if events is None else set(events)
+        if isinstance(events, str):
+            events = [events]                 # one event name, not its letters
+        try:
+            wanted = set(names) if events is None else set(events)
+        except TypeError:
+            raise ConfigError([("events", f"{events!r}; allowed: an event name, an "
+                                          "iterable of them, or None")]) from None
         if unknown := sorted(wanted - set(names)):
             raise ConfigError([("events", f"unknown event {', '.join(map(repr, unknown))}; "
                                           f"allowed: {', '.join(names)}")])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 import numpy as np
 
@@ -124,31 +124,27 @@ class Workload(Validated):
                                                 "NMI, s: an exit in between leaves that NMI "
                                                 "to land in host context")
 
-    @model_validator(mode="after")
-    def _vcpu_in_range(self) -> Workload:
-        bad = [(f"sources.{i}.vcpu", f"vCPU {s.vcpu} does not exist; allowed: "
-                                     f"0..{self.vcpus - 1}")
-               for i, s in enumerate(self.sources) if s.vcpu is not None and s.vcpu >= self.vcpus]
-        for i, s in enumerate(self.sources):
-            if s.kind.startswith("request-all:") and s.vcpu is not None:
-                bad.append((f"sources.{i}.vcpu", f"{s.vcpu}; {s.kind!r} goes to every vCPU at "
-                                                 "once: leave vcpu unset"))
-            target = ipi_target(s.kind)
-            if target is None:
-                continue
-            where = f"sources.{i}.kind"
-            if target[1] >= self.vcpus:
-                bad.append((where, f"{s.kind!r} targets vCPU {target[1]}, which does not "
-                                   f"exist; allowed: 0..{self.vcpus - 1}"))
-            elif target[1] == s.vcpu:
-                bad.append((where, f"{s.kind!r} on vCPU {s.vcpu} sends to itself; use "
-                                   "'ipi:self'" + (" (an NMI to itself is not modelled)"
-                                                   if target[0] == _spec.Src.IPI_NMI else "")))
-            elif self.vcpus == 1:
-                bad.append((where, f"{s.kind!r} needs another vCPU; the workload has 1"))
-        if bad:
+    @model_validator(mode="wrap")
+    @classmethod
+    def _vcpu_in_range(cls, data, handler) -> Workload:
+        # The vCPU targets are checked on the raw fields that are valid on their own, so a
+        # file with other errors too reports them all at once.
+        try:
+            workload = handler(data)
+        except ValidationError as e:
+            errors = e.errors(include_url=False)
+            inner = errors[0].get("ctx", {}).get("error") if len(errors) == 1 else None
+            if not errors[0]["loc"] and isinstance(inner, ConfigError):
+                raise inner from None             # pydantic nests this validator: once only
+            problems = ConfigError.from_pydantic(e, unknown=cls._unknown).problems
+            if isinstance(data, dict):
+                problems += _vcpu_problems(data.get("vcpus", 1), data.get("sources", []))
+            raise ConfigError(problems) from None
+        if isinstance(data, Workload):
+            return workload
+        if bad := _vcpu_problems(workload.vcpus, workload.sources):
             raise ConfigError(bad)
-        return self
+        return workload
 
     def raised_requests(self) -> set[str]:
         """Requests the workload's sources post directly (handlers add more: see plan)."""
@@ -160,6 +156,46 @@ def raised_by(kind: str) -> set[str]:
     prefix, _, name = kind.partition(":")
     declared = _spec.KIND_OF.get(kind) or _spec.FAMILY_OF[prefix]
     return set(declared.raises) if declared.raises is not None else {name}
+
+
+def _vcpu_problems(vcpus, sources) -> list[tuple[str, str]]:
+    """Sources aimed at vCPUs the workload does not have; `vcpus` and `sources` may be raw
+    (fields that fail their own checks are left to those)."""
+    if isinstance(vcpus, bool) or not isinstance(vcpus, int) or not 1 <= vcpus <= 4096 or \
+            not isinstance(sources, (list, tuple)):
+        return []
+    bad = []
+    for i, s in enumerate(sources):
+        field = (lambda k: getattr(s, k, None)) if isinstance(s, _Source) else \
+            (s.get if isinstance(s, dict) else lambda k: None)
+        vcpu, kind = field("vcpu"), field("kind")
+        if isinstance(vcpu, bool) or not isinstance(vcpu, int) or vcpu < 0:
+            vcpu = None
+        if vcpu is not None and vcpu >= vcpus:
+            bad.append((f"sources.{i}.vcpu", f"vCPU {vcpu} does not exist; allowed: "
+                                             f"0..{vcpus - 1}"))
+        if not isinstance(kind, str):
+            continue
+        if kind.startswith("request-all:") and vcpu is not None:
+            bad.append((f"sources.{i}.vcpu", f"{vcpu}; {kind!r} goes to every vCPU at "
+                                             "once: leave vcpu unset"))
+        try:
+            target = ipi_target(kind)
+        except ValueError:
+            continue                              # a bad kind: its own check says so
+        if target is None:
+            continue
+        where = f"sources.{i}.kind"
+        if target[1] >= vcpus:
+            bad.append((where, f"{kind!r} targets vCPU {target[1]}, which does not "
+                               f"exist; allowed: 0..{vcpus - 1}"))
+        elif target[1] == vcpu:
+            bad.append((where, f"{kind!r} on vCPU {vcpu} sends to itself; use "
+                               "'ipi:self'" + (" (an NMI to itself is not modelled)"
+                                               if target[0] == _spec.Src.IPI_NMI else "")))
+        elif vcpus == 1:
+            bad.append((where, f"{kind!r} needs another vCPU; the workload has 1"))
+    return bad
 
 
 def _spec2017_vtune(vcpus: int = 8, scale: float = 1.0) -> Workload:

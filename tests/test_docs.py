@@ -77,3 +77,39 @@ def test_license_is_the_mit_licence_pyproject_names():
                    "in all copies or substantial portions of the Software.",
                    "THE SOFTWARE IS PROVIDED \"AS IS\", WITHOUT WARRANTY OF ANY KIND"):
         assert phrase in flat, phrase
+
+
+def test_every_readme_install_is_editable():
+    # The README's Python runs from the checkout root: a non-editable install would leave
+    # the root's kvmsim/ without its built engine, so `import kvmsim` fails there.
+    readme = (ROOT / "README.md").read_text()
+    installs = re.findall(r"pip install [^&\n]*", readme)
+    assert installs and all(i.startswith("pip install -e ") for i in installs), installs
+
+
+def test_benchmark_vms_are_not_called_workloads():
+    # vm-64 and vm-256 live in benchmarks/conftest.py, not among the workload presets.
+    import kvmsim
+    from kvmsim._workload import PRESETS
+    assert not {"vm-64", "vm-256"} & set(PRESETS)
+    text = " ".join((ROOT / "README.md").read_text().split())
+    assert "the benchmark scenarios `vm-64` and `vm-256`" in text
+    assert kvmsim
+
+
+def test_calibrate_help_does_not_append_to_a_scenario():
+    # A second [costs] table appended to a scenario that has one is invalid TOML.
+    from kvmsim import _cli
+    parser = _cli.parser()
+    sub = next(a for a in parser._actions if a.choices and "calibrate" in a.choices)
+    epilog = sub.choices["calibrate"].epilog
+    assert ">> " not in epilog.replace("(>>)", "") and "replace" in epilog
+    assert "replace the scenario file's `[costs]` table" in \
+        " ".join((ROOT / "docs" / "validation.md").read_text().split())
+
+
+def test_sweep_doc_says_columns_carry_kvmsim_names():
+    from kvmsim import _names
+    text = " ".join((ROOT / "docs" / "sweep.md").read_text().split())
+    assert "the table's columns always carry the kvmsim names" in text
+    assert _names.counter("probe:vmx_cancel_injection") == "canceled_vmenters"

@@ -78,3 +78,72 @@ def test_types_are_strict():
     # Integers where seconds or rates are expected are fine.
     s = Scenario.from_toml('duration = 2\n[workload]\nguest_exit_rate = 100\n')
     assert (s.duration, s.config.workload.guest_exit_rate) == (2.0, 100.0)
+
+
+def test_vcpu_targets_are_reported_with_the_other_problems():
+    # Field errors and out-of-range vCPU targets in one file: all of them at once, each with
+    # its line (the vCPU checks once waited until every field was valid).
+    text = """[workload]
+vcpus = 2
+guest_exit_rate = -5.0
+[[workload.sources]]
+type = "poisson"
+kind = "ipi:7"
+rate = 10.0
+[[workload.sources]]
+type = "trace"
+kind = "nmi"
+vcpu = 5
+times = [0.1]
+[[workload.sources]]
+type = "poisson"
+kind = "pmi"
+rate = -1.0
+"""
+    with pytest.raises(ConfigError) as e:
+        Scenario.from_toml(text, source="e8.toml")
+    paths = sorted(p for p, _ in e.value.problems)
+    assert paths == ["e8.toml:11: workload.sources.1.vcpu",
+                     "e8.toml:16: workload.sources.2.rate",
+                     "e8.toml:3: workload.guest_exit_rate",
+                     "e8.toml:6: workload.sources.0.kind"]
+    assert "vCPU 5 does not exist; allowed: 0..1" in str(e.value)
+    assert "'ipi:7' targets vCPU 7" in str(e.value)
+
+
+def test_vcpu_targets_with_other_problems_in_python():
+    with pytest.raises(ConfigError) as e:
+        kvmsim.Workload(vcpus=2, guest_exit_rate=-1.0,
+                        sources=[kvmsim.Trace("nmi", times=[0.1], vcpu=5)])
+    assert sorted(p for p, _ in e.value.problems) == ["guest_exit_rate", "sources.0.vcpu"]
+    with pytest.raises(ConfigError) as e:            # a bad vcpus: no target checks on it
+        kvmsim.Workload(vcpus=0, sources=[{"type": "trace", "kind": "nmi", "times": [0.1],
+                                           "vcpu": 5}])
+    assert [p for p, _ in e.value.problems] == ["vcpus"]
+
+
+def test_overrides_apply_before_the_file_is_checked():
+    # What `--vcpus 8` needs: the file's vCPU targets are checked against the flag's count,
+    # not the file's (README: flags override the file).
+    text = """order = "linux-6.6"
+[workload]
+vcpus = 2
+[[workload.sources]]
+type = "trace"
+kind = "nmi"
+vcpu = 5
+times = [0.1]
+"""
+    s = Scenario.from_toml(text, source="e8.toml", overrides={"workload": {"vcpus": 8}})
+    assert s.config.workload.vcpus == 8 and s.config.workload.sources[0].vcpu == 5
+    with pytest.raises(ConfigError) as e:                  # still too few: the file's line
+        Scenario.from_toml(text, source="e8.toml", overrides={"workload": {"vcpus": 4}})
+    assert e.value.problems == [("e8.toml:7: workload.sources.0.vcpu",
+                                 "vCPU 5 does not exist; allowed: 0..3")]
+    with pytest.raises(ConfigError) as e:                  # the override's own problem: no line
+        Scenario.from_toml(text, source="e8.toml", overrides={"workload": {"vcpus": 0}})
+    assert [p for p, _ in e.value.problems] == ["workload.vcpus"]
+    preset = Scenario.from_toml('workload = "anchor"\nduration = 2.0',
+                                overrides={"workload": {"vcpus": 3}, "seed": 4})
+    assert preset.config.workload.vcpus == 3 and preset.config.seed == 4
+    assert preset.config.workload.sources == kvmsim.Config(workload="anchor").workload.sources

@@ -302,3 +302,46 @@ def test_a_callback_may_remove_itself_and_post_at_its_event(engine):
     assert t["nmis_queued"] == t["nmis_injected"] == 1 and t["vmexits"] == 2
     with pytest.raises(ConfigError, match="unknown event 'kvm_exits'"):
         sim.on_event(callback, events=["kvm_exits"])
+
+
+@pytest.mark.parametrize("callback", [5, "kvm_exit", object()])
+def test_on_event_refuses_a_non_callable_at_once(engine, callback):
+    sim = kvmsim.Simulation(Config(workload="anchor", engine=engine), interval=1e-3)
+    with pytest.raises(ConfigError) as e:
+        sim.on_event(callback)
+    [(field, msg)] = e.value.problems
+    assert field == "callback" and repr(callback) in msg and "a callable or None" in msg
+    sim.run(until=1e-3)                       # nothing was installed
+
+
+def test_on_event_takes_one_event_name_as_a_string(engine):
+    def exits(events):
+        sim = kvmsim.Simulation(Config(workload="anchor", engine=engine), interval=1e-3)
+        seen = []
+        sim.on_event(lambda t, vcpu, event, a, b: seen.append(event), events=events)
+        sim.run(until=1e-3)
+        return seen
+    one = exits("kvm_exit")
+    assert one and set(one) == {"kvm_exit"} and one == exits(["kvm_exit"])
+    sim = kvmsim.Simulation(Config(workload="anchor", engine=engine), interval=1e-3)
+    with pytest.raises(ConfigError, match="unknown event 'kvm_exits'"):
+        sim.on_event(print, events="kvm_exits")
+    with pytest.raises(ConfigError, match="events"):
+        sim.on_event(print, events=5)
+
+
+def test_run_from_its_own_callback_says_so(engine):
+    sim = kvmsim.Simulation(Config(workload="anchor", engine=engine), interval=1e-3)
+    errors = []
+
+    def callback(t, vcpu, event, a, b):
+        sim.on_event(None)
+        try:
+            sim.run(until=2e-3)
+        except RuntimeError as e:
+            errors.append(str(e))
+    sim.on_event(callback, events="kvm_exit")
+    sim.run(until=1e-3)
+    assert errors == ["run() called from inside a callback of this Simulation's run: post "
+                      "with inject/make_request, and run again after it returns"]
+    sim.run(until=2e-3)                       # and after it returns, runs go on

@@ -207,6 +207,21 @@ def _config_flags(args, config: dict, given: dict[str, str]) -> None:
             config[name], given[name] = getattr(args, name), f"--{name}"
 
 
+_FLAG_OF = {"vcpus": "--vcpus", "guest_pmu": "--guest-pmu", "seed": "--seed",
+            "engine": "--engine", "vendor": "--vendor", "threads": "--threads"}
+
+
+def _file_overrides(args) -> dict:
+    """The flags' values a scenario file is checked with: flags override the file."""
+    over = {name: getattr(args, name) for name in ("seed", "engine", "vendor", "threads")
+            if getattr(args, name, None) is not None}
+    workload = {f: getattr(args, f, None) for f in ("vcpus", "guest_pmu")
+                if getattr(args, f, None) is not None}
+    if workload:
+        over["workload"] = workload
+    return over
+
+
 def scenario(args, problems: list, path: str | None = None, order: str | None = None,
              order_flag: str = "--order", base: Scenario | None = None) -> Scenario | None:
     """The run a scenario file (or `base`, or the defaults) and the flags describe. Problems,
@@ -214,9 +229,11 @@ def scenario(args, problems: list, path: str | None = None, order: str | None = 
     path = path if path is not None else getattr(args, "scenario", None)
     try:
         if base is None:
-            base = Scenario.load(path) if path else Scenario(duration=args.default_duration)
+            base = Scenario.load(path, overrides=_file_overrides(args)) if path else \
+                Scenario(duration=args.default_duration)
     except ConfigError as e:
-        problems += e.problems
+        given = {k: flag for k, flag in _FLAG_OF.items() if getattr(args, k, None) is not None}
+        problems += [(flag_for(p, given), m) for p, m in e.problems]
         return None
     config = base.config.model_dump()
     given: dict[str, str] = {}

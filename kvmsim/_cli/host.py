@@ -36,11 +36,14 @@ def add(subparsers) -> None:
         "calibrate", help="measure this host's costs for a scenario file's [costs] table",
         formatter_class=_args.Formatter,
         epilog="examples:\n  kvmsim calibrate\n  kvmsim calibrate --runs 400 --batches 9 "
-               ">> my-scenario.toml")
+               "> host-costs.toml\n\nThe output is a whole [costs] table: replace the "
+               "scenario file's [costs] table (and its [costs.*] sub-tables) with it, or "
+               "paste it into a file that has none. Appending it (>>) to a file that "
+               "already has [costs] makes that file invalid TOML.")
     c.add_argument("--runs", type=_args.integer(), default=200,
                    help="KVM_RUNs per batch (default 200)")
-    c.add_argument("--batches", type=_args.integer(), default=7, help="batches; the fastest counts "
-                                                          "(default 7)")
+    c.add_argument("--batches", type=_args.integer(), default=7,
+                   help="batches; the fastest counts (default 7)")
     c.set_defaults(func=cmd_calibrate)
 
 
