@@ -806,3 +806,19 @@ def test_a_flag_of_the_wrong_type_says_what_is_allowed(cli, args, message):
     assert (p.returncode, p.stdout) == (2, "")
     assert p.stderr.splitlines()[-1] == f"kvmsim {args[0]}: error: {message}"
     assert "Traceback" not in p.stderr
+
+
+def test_flags_override_a_scenario_file_before_it_is_checked(cli, tmp_path):
+    scn = tmp_path / "e8.toml"
+    scn.write_text('[workload]\nvcpus = 2\n[[workload.sources]]\ntype = "poisson"\n'
+                   'kind = "nmi"\nrate = 10.0\nvcpu = 5\n')
+    p = cli("stat", str(scn), "--duration", "0.01")
+    assert p.returncode == 2 and p.stderr.strip() == (
+        f"kvmsim stat: error: {scn}:7: workload.sources.0.vcpu: vCPU 5 does not exist; "
+        "allowed: 0..1")
+    assert cli("stat", str(scn), "--duration", "0.01", "--vcpus", "8").returncode == 0
+    p = cli("stat", str(scn), "--vcpus", "0")                 # both problems, each its own
+    assert p.returncode == 2 and p.stderr.splitlines() == [
+        "kvmsim stat: error: --vcpus: Input should be greater than or equal to 1 (got 0)",
+        f"kvmsim stat: error: {scn}:7: workload.sources.0.vcpu: vCPU 5 does not exist; "
+        "allowed: 0..1"]
