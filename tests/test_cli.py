@@ -817,8 +817,8 @@ def test_flags_override_a_scenario_file_before_it_is_checked(cli, tmp_path):
         f"kvmsim stat: error: {scn}:7: workload.sources.0.vcpu: vCPU 5 does not exist; "
         "allowed: 0..1")
     assert cli("stat", str(scn), "--duration", "0.01", "--vcpus", "8").returncode == 0
-    p = cli("stat", str(scn), "--vcpus", "0")                 # both problems, each its own
+    p = cli("stat", str(scn), "--seed", "-1")                 # both problems, each its own
     assert p.returncode == 2 and p.stderr.splitlines() == [
-        "kvmsim stat: error: --vcpus: Input should be greater than or equal to 1 (got 0)",
         f"kvmsim stat: error: {scn}:7: workload.sources.0.vcpu: vCPU 5 does not exist; "
-        "allowed: 0..1"]
+        "allowed: 0..1",
+        "kvmsim stat: error: --seed: Input should be greater than or equal to 0 (got -1)"]
