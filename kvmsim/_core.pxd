@@ -28,7 +28,6 @@ ctypedef struct ks_source:
     const int64_t *times
     int64_t ntimes
     int64_t idx
-    bitgen_t *rng         # -> gen
     bitgen_t gen          # a copy of its PCG64's bitgen_t, read here (threads of a team
                           # would share the PCG64 objects' cache lines)
 
@@ -110,8 +109,7 @@ ctypedef struct ks_vcpu:
     int64_t next_posted   # the next posted interrupt (cached)
     ks_source *guest
     int32_t n_guest
-    bitgen_t *exit_rng    # -> exit_gen
-    bitgen_t exit_gen     # (as ks_source.gen)
+    bitgen_t exit_gen     # the guest's own exits (a copy, as ks_source.gen)
     int64_t *counts       # this run's counts: [interval - first][C_COLUMNS]
     int64_t first         # the interval counts[0] holds
     int64_t *row          # the row of the interval ending at row_end (a cursor)

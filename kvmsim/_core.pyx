@@ -104,7 +104,7 @@ cdef inline int64_t heap_head(const ks_heap *h) noexcept nogil:
 
 cdef inline void source_step(ks_source *s) noexcept nogil:
     if s.dist == DIST_POISSON:
-        s.next_t = after(s.next_t, random_standard_exponential(s.rng) * s.mean_ns)
+        s.next_t = after(s.next_t, random_standard_exponential(&s.gen) * s.mean_ns)
     elif s.dist == DIST_PERIODIC:
         s.next_t += s.period_ns
     else:
@@ -265,7 +265,7 @@ cdef inline void apply_source(ks_vcpu *v, const ks_params *p, ks_source *s, int6
     while s.next_t <= t:
         at = s.next_t
         if s.kind == SRC_REQUEST_NOOP:  # one of the no-op requests, uniformly
-            bit = p.noop_bits[<int>(s.rng.next_double(s.rng.state) * p.n_noop)]
+            bit = p.noop_bits[<int>(s.gen.next_double(s.gen.state) * p.n_noop)]
             source_step(s)
             arrive(v, p, SRC_REQUEST, bit, 1, c, at, tr)
         else:
@@ -559,7 +559,7 @@ cdef void send_ipi(ks_vcpu *v, const ks_params *p, ks_source *s, int64_t t,
     if s.target == IPI_ALL:
         lo, hi = 0, n
     elif s.target == IPI_ANY:
-        j = <int>(s.rng.next_double(s.rng.state) * (n - 1))
+        j = <int>(s.gen.next_double(s.gen.state) * (n - 1))
         lo = j + (j >= v.index)
         hi = lo + 1
     else:
@@ -672,8 +672,8 @@ cdef void apply_in_guest(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c,
         s = &v.guest[i]
         if s.kind != SRC_IPI_SELF and s.kind != SRC_HLT and s.kind != SRC_IPI:
             continue
-        if event_exits(v, p, s) and s.kind != SRC_HLT:
-            continue                    # (its exit takes it)
+        if event_exits(v, p, s):
+            continue                    # (its exit takes it; never an HLT's)
         while s.next_t <= t:
             if s.kind == SRC_IPI_SELF:
                 accept_irq(v, p, 1, c)
@@ -831,7 +831,7 @@ cdef void enter(ks_vcpu *v, const ks_params *p, int64_t t, int64_t *c) noexcept 
     v.entry_event = ENTRY_NONE
     hardware_deliver(v, p, t, c)
     if p.guest_exit_mean_ns > 0:
-        v.guest_exit_at = after(t, random_standard_exponential(v.exit_rng)
+        v.guest_exit_at = after(t, random_standard_exponential(&v.exit_gen)
                                 * p.guest_exit_mean_ns)
     v.entry_t = t
     v.guest_since = t
@@ -1464,9 +1464,8 @@ cdef void _init_source(list keep, ks_source *s, sp, seed, bint posted):
     bg = bit_generator(seed, sp.spawn_key)
     keep += [bg, sp.times_ns]
     s.gen = _bitgen(bg)[0]
-    s.rng = &s.gen
     if s.dist == DIST_POISSON:
-        s.next_t = after(0, random_standard_exponential(s.rng) * s.mean_ns)
+        s.next_t = after(0, random_standard_exponential(&s.gen) * s.mean_ns)
     elif s.dist == DIST_PERIODIC:
         s.next_t = sp.start_ns + s.period_ns
     else:
@@ -1529,7 +1528,6 @@ cdef class Engine:
             bg = bit_generator(plan.seed, (i, 0))
             self._keep.append(bg)
             v.exit_gen = _bitgen(bg)[0]
-            v.exit_rng = &v.exit_gen
             host = [sp for sp in by_vcpu[i] if not sp.guest]
             guest = [sp for sp in by_vcpu[i] if sp.guest]
             v.host, v.n_host = s, len(host)
@@ -1665,7 +1663,6 @@ def _restore(plan, vcpus, sources, streams, ipis, ipi_seq, threads):
         memcpy(&e.vcpus[i], <const char *>vcpus[i], sizeof(ks_vcpu))
         e.vcpus[i].host, e.vcpus[i].guest = fresh.host, fresh.guest
         e.vcpus[i].exit_gen, e.vcpus[i].ctx = fresh.exit_gen, fresh.ctx
-        e.vcpus[i].exit_rng = &e.vcpus[i].exit_gen
         e.vcpus[i].in_kick = e.vcpus[i].in_posted = fresh.in_kick    # empty: filled below
         for heap, items in zip((0, 1), ipis[i]):
             for t, seq, kind in items:

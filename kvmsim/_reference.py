@@ -571,7 +571,7 @@ class _VCpu:
         for s in self.guest:
             if s.kind not in (Src.IPI_SELF, Src.HLT, Src.IPI):
                 continue
-            if s.kind != Src.HLT and self._event_exits(s):
+            if self._event_exits(s):        # (never an HLT's)
                 continue                           # (its exit takes it)
             while s.next_t <= t:
                 if s.kind == Src.IPI_SELF:

@@ -811,7 +811,7 @@ static void apply_in_guest(struct vcpu *v, int64_t t, int64_t *c)
         struct arrivals *a = &v->guest[i];
         if (a->kind != KM_SRC_IPI_SELF && a->kind != KM_SRC_HLT && a->kind != KM_SRC_IPI)
             continue;
-        if (a->kind != KM_SRC_HLT && event_exits(v, a))
+        if (event_exits(v, a))                  /* never an HLT's */
             continue;                           /* (its exit takes it) */
         for (; a->next <= t; step(a)) {
             if (a->kind == KM_SRC_IPI_SELF)
