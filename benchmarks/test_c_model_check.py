@@ -19,7 +19,7 @@ import pytest
 import kvmsim
 from c_model import CRun
 from kvmsim import Periodic, Poisson, Trace, Workload
-from workloads import IDLE, MIXED    # tests/workloads.py
+from workloads import HOSTS, IDLE, MIXED    # tests/workloads.py
 
 # Busier: every source kind at once, traces of the new kinds, a skid near the handler time.
 BUSY = Workload(
@@ -34,7 +34,6 @@ BUSY = Workload(
              Trace("ipi:self", times=[0.003, 0.0030001], vcpu=1)],
     nmi_handler=3e-6, irq_handler=1e-6, pmi_skid=1.5e-6)
 ORDERS = ["linux-6.1.y", "linux-6.6", "linux-6.7", "linux-7.2"]
-HOSTS = {"default": kvmsim.Host(), "no-apicv": kvmsim.Host(apicv=False, ipiv=False)}
 CASES = {
     "anchor": "anchor",
     "spec2017-vtune": "spec2017-vtune",

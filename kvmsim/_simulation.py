@@ -99,7 +99,6 @@ class Simulation:
         self._totals = np.zeros((n, _spec.N_COLUMNS), dtype=np.int64)
         self._kept = np.zeros((n, 0, len(self.columns)), dtype=np.int64)
         self._now = np.zeros(n, dtype=np.int64)   # per vCPU: how far each has run
-        self._now_ns = 0                          # ... all of them (the minimum)
         self._slice_ns = 1_000_000
         self._lock = threading.RLock()     # a callback may post during a run
         self._runner: int | None = None
@@ -111,7 +110,7 @@ class Simulation:
     @property
     def now_ns(self) -> int:
         """Simulated nanoseconds every vCPU has reached."""
-        return self._now_ns
+        return int(self._now.min())
 
     @property
     def now(self) -> float:
@@ -168,7 +167,6 @@ class Simulation:
                 np.maximum(self._now, end, out=self._now)
             else:
                 self._now[:] = [self.engine.state(v)["now"] for v in range(self.plan.vcpus)]
-            self._now_ns = int(self._now.min())
         took = time.perf_counter() - start
         if took < SLICE_SECONDS[0]:
             self._slice_ns *= 2

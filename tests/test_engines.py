@@ -5,7 +5,7 @@ import pytest
 
 import kvmsim
 from kvmsim import Periodic, Poisson, Trace, Workload
-from workloads import IDLE, MIXED
+from workloads import HOSTS, IDLE, MIXED
 from kvmsim._plan import build
 from kvmsim._reference import _Source
 
@@ -34,7 +34,6 @@ def test_engines_agree_exactly(case, order, vendor):
     np.testing.assert_array_equal(cy.nmis_outstanding, py.nmis_outstanding)
 
 
-HOSTS = {"default": kvmsim.Host(), "no-apicv": kvmsim.Host(apicv=False, ipiv=False)}
 
 
 @pytest.mark.parametrize("host", HOSTS)

@@ -4,8 +4,8 @@ The patch's host-wide probe:vmx_cancel_injection per 10 s: 14,254-15,261 before,
 after. docs/calibration.md derives the preset: the PMI rate and pmi_skid are calibrated to
 these numbers. before = PMIs delivered (187/s/vCPU x 8 x 10 s = 14,960) + residual; after =
 residual only: host NMIs for guest counter overflows that land after the PMI check of an
-entry in progress (~29 per 10 s). Poisson spread is ~120 and ~5.5 per interval, so the
-bands asserted below, [13,000, 17,000] and [10, 60], sit > 16 and > 3.4 standard deviations
+entry in progress (~25 per 10 s). Poisson spread is ~120 and ~5 per interval, so the
+bands asserted below, [13,000, 17,000] and [10, 60], sit > 16 and > 3 standard deviations
 away."""
 
 import math

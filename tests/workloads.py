@@ -1,7 +1,7 @@
 """Workloads that exercise every rule, shared by the engines' equivalence tests and the C
 contender's check (benchmarks/test_c_model_check.py)."""
 
-from kvmsim import Periodic, Poisson, Trace, Workload
+from kvmsim import Host, Periodic, Poisson, Trace, Workload
 
 MIXED = Workload(
     vcpus=3, guest_exit_rate=40_000.0, lvtpc="nmi",
@@ -18,3 +18,5 @@ IDLE = Workload(
              Poisson("pmi", rate=1_000.0), Poisson("nmi", rate=300.0),
              Poisson("irq", rate=2_000.0), Poisson("request:noop", rate=5_000.0)],
     pmi_skid=2e-7)
+# The host with APICv and IPIv (the vendor's default), and without: the IRR + EVENT path.
+HOSTS = {"default": Host(), "no-apicv": Host(apicv=False, ipiv=False)}
