@@ -207,19 +207,17 @@ def _config_flags(args, config: dict, given: dict[str, str]) -> None:
             config[name], given[name] = getattr(args, name), f"--{name}"
 
 
-_FLAG_OF = {"vcpus": "--vcpus", "guest_pmu": "--guest-pmu", "seed": "--seed",
-            "engine": "--engine", "vendor": "--vendor", "threads": "--threads"}
+WORKLOAD_FLAGS = ("vcpus", "guest_pmu")     # --vcpus and --guest-pmu set the workload's
+# The flags a scenario file is checked with (--order and --workload come after it).
+_FLAG_OF = {name: "--" + name.replace("_", "-") for name in (*CONFIG_FLAGS[2:], *WORKLOAD_FLAGS)}
 
 
 def _file_overrides(args) -> dict:
     """The flags' values a scenario file is checked with: flags override the file."""
-    over = {name: getattr(args, name) for name in ("seed", "engine", "vendor", "threads")
-            if getattr(args, name, None) is not None}
-    workload = {f: getattr(args, f, None) for f in ("vcpus", "guest_pmu")
-                if getattr(args, f, None) is not None}
-    if workload:
-        over["workload"] = workload
-    return over
+    given = {name: getattr(args, name) for name in _FLAG_OF
+             if getattr(args, name, None) is not None}
+    workload = {name: given.pop(name) for name in WORKLOAD_FLAGS if name in given}
+    return {**given, "workload": workload} if workload else given
 
 
 def scenario(args, problems: list, path: str | None = None, order: str | None = None,
@@ -252,8 +250,8 @@ def scenario(args, problems: list, path: str | None = None, order: str | None = 
     if getattr(args, "behaviour", None) is not None:
         flags = pairs(args.behaviour, "--behaviour", problems, _switch_value)
         config["behaviour"], given["behaviour"] = {**config["behaviour"], **flags}, "--behaviour"
-    for flag, field, value in (("--vcpus", "vcpus", args.vcpus),
-                               ("--guest-pmu", "guest_pmu", getattr(args, "guest_pmu", None))):
+    for field in WORKLOAD_FLAGS:
+        flag, value = _FLAG_OF[field], getattr(args, field, None)
         if value is not None:
             workload = _workload_dict(config)
             if isinstance(workload, dict):
